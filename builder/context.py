@@ -1,0 +1,45 @@
+"""BuildContext: the profile, the workspace paths, and what earlier stages produced."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.profile import Profile
+
+
+def cache_root() -> Path:
+    """$XENLIVE_CACHE_DIR, else $XDG_CACHE_HOME/xenlive, else ~/.cache/xenlive."""
+    if os.environ.get("XENLIVE_CACHE_DIR"):
+        return Path(os.environ["XENLIVE_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "xenlive"
+
+
+@dataclass
+class BuildContext:
+    profile: Profile
+    output: Path
+    workdir: Path
+    cache_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    cache_hits: dict[str, bool] = field(default_factory=dict)
+    rootfs: Path | None = None  # the dom0 base tree (inside a cache entry), set by the rootfs stage
+    base_squashfs: Path | None = None
+    build_id: str = ""  # names the medium, so GRUB finds this ISO and not another one
+
+    @property
+    def staging(self) -> Path:
+        """The medium's file tree: the master stage writes exactly this into the ISO."""
+        return self.workdir / "medium"
+
+    @property
+    def top(self) -> Path:
+        """The top layer over dom0's base system: overlays and xenlive's services."""
+        return self.workdir / "top"
+
+    def require_rootfs(self) -> Path:
+        if self.rootfs is None:
+            raise RuntimeError("the rootfs stage has not run")
+        return self.rootfs

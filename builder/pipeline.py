@@ -1,0 +1,85 @@
+"""build(): the whole pipeline, one stage after another (see DESIGN.md, "Pipeline")."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from builder import cache
+from builder.context import BuildContext
+from builder.log import step
+from builder.profile import Firmware, Profile, to_data
+from builder.run import require_tools
+from builder.stages import boot, rootfs
+from builder.stages.boot import install_bootloaders
+from builder.stages.customize import customize
+from builder.stages.guests import build_guests
+from builder.stages.iso import master_iso
+from builder.stages.rootfs import build_rootfs
+from builder.stages.squash import squash
+from builder.stages.xen import install_xen, kernel_version, package_versions, xen_version
+
+log = logging.getLogger(__name__)
+
+
+def required_tools(profile: Profile) -> list[str]:
+    tools = list(rootfs.REQUIRED_TOOLS)
+    for firmware in profile.media.boot:
+        tools += boot.REQUIRED_TOOLS[Firmware(firmware)]
+    return tools
+
+
+def build(profile: Profile, output: Path, cache_dir: Path) -> BuildContext:
+    require_tools(required_tools(profile))
+    (cache_dir / "work").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="build-", dir=cache_dir / "work"))
+    ctx = BuildContext(profile=profile, output=output.resolve(), workdir=workdir, cache_dir=cache_dir)
+    try:
+        with step("dom0 base system", ctx.timings):
+            build_rootfs(ctx)
+        ctx.build_id = cache.input_hash({"profile": to_data(profile), "rootfs": rootfs.rootfs_key(ctx)})
+        with step("Xen and dom0 kernel", ctx.timings):
+            install_xen(ctx)
+        with step("customize dom0", ctx.timings):
+            customize(ctx)
+        with step("guests", ctx.timings):
+            build_guests(ctx)
+        with step("squashfs layers", ctx.timings):
+            squash(ctx)
+        with step("boot loaders", ctx.timings):
+            install_bootloaders(ctx)
+        with step("manifest", ctx.timings):
+            write_manifest(ctx)
+        with step("master ISO", ctx.timings):
+            master_iso(ctx)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return ctx
+
+
+def write_manifest(ctx: BuildContext) -> None:
+    """/xenlive/manifest.json: what is on the medium, with every file's sha256."""
+    tree = ctx.require_rootfs()
+    versions = package_versions(tree)
+    files = {}
+    for path in sorted(p for p in ctx.staging.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        files[path.relative_to(ctx.staging).as_posix()] = digest.hexdigest()
+    manifest = {
+        "profile": to_data(ctx.profile),
+        "build_id": ctx.build_id,
+        "xen": xen_version(versions),
+        "kernel": kernel_version(tree),
+        "dom0_packages": versions,
+        "files": files,
+    }
+    target = ctx.staging / "xenlive/manifest.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,312 @@
+"""Booting an ISO in QEMU: firmware discovery, the command line, and boot-and-wait.
+
+KVM is used only when a short probe shows a guest makes progress under it (on some machines
+/dev/kvm opens but guests hang); otherwise TCG with a CPU model that Xen and dom0 both run on.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.errors import MissingToolError, UsageError
+
+log = logging.getLogger(__name__)
+
+QEMU = "qemu-system-x86_64"
+FIRMWARE_DESCRIPTORS = Path("/usr/share/qemu/firmware")
+TCG_CPU = "qemu64,+svm"  # with -cpu max Xen boots but dom0 Linux faults early (DESIGN.md)
+READY_MARKER = "XENLIVE-READY "
+
+
+class FirmwareKind(enum.StrEnum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class MediaKind(enum.StrEnum):
+    CDROM = "cdrom"
+    USB = "usb"
+
+
+@dataclass(frozen=True)
+class OvmfConfig:
+    code: Path
+    vars_template: Path
+
+
+def find_ovmf() -> OvmfConfig:
+    """OVMF without Secure Boot, found from QEMU's firmware descriptors."""
+    candidates = sorted(FIRMWARE_DESCRIPTORS.glob("*.json")) if FIRMWARE_DESCRIPTORS.is_dir() else []
+    for descriptor in candidates:
+        try:
+            data = json.loads(descriptor.read_text())
+        except (OSError, ValueError):
+            log.debug("%s: unreadable firmware descriptor, skipped", descriptor)
+            continue
+        if "uefi" not in data.get("interface-types", []):
+            log.debug("%s: not UEFI, skipped", descriptor)
+            continue
+        if not any(t.get("architecture") == "x86_64" for t in data.get("targets", [])):
+            log.debug("%s: not x86_64, skipped", descriptor)
+            continue
+        if "secure-boot" in data.get("features", []) or "enrolled-keys" in data.get("features", []):
+            log.debug("%s: Secure Boot firmware, skipped", descriptor)
+            continue
+        mapping = data.get("mapping", {})
+        code = mapping.get("executable", {}).get("filename")
+        nvram = mapping.get("nvram-template", {}).get("filename")
+        if not code or not nvram or not Path(code).exists() or not Path(nvram).exists():
+            log.debug("%s: firmware files missing, skipped", descriptor)
+            continue
+        return OvmfConfig(Path(code), Path(nvram))
+    raise MissingToolError("no UEFI firmware for QEMU found", hint="install it with: apt-get install ovmf")
+
+
+def require_qemu() -> str:
+    path = shutil.which(QEMU)
+    if path is None:
+        raise MissingToolError(f"{QEMU} not found", hint="install it with: apt-get install qemu-system-x86")
+    return path
+
+
+def kvm_works(timeout: float = 8.0) -> bool:
+    """Whether a KVM guest makes progress here: SeaBIOS must print on the serial line."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    cmd = [require_qemu(), "-accel", "kvm", "-cpu", "host", "-m", "64", "-nodefaults", "-vga", "none",
+           "-display", "none", "-serial", "stdio", "-no-reboot"]  # fmt: skip
+    with _spawn(cmd) as proc:
+        output = _read_until(proc, re.compile(rb"SeaBIOS|Booting"), timeout)
+    works = output is not None
+    log.debug("KVM probe: %s", "works" if works else "no progress, using TCG")
+    return works
+
+
+@dataclass
+class BootOptions:
+    firmware: FirmwareKind = FirmwareKind.BIOS
+    media: MediaKind = MediaKind.CDROM
+    memory_mib: int = 2048
+    cpus: int = 2
+    accel: str = "auto"  # auto, kvm or tcg
+
+
+def qemu_command(iso: Path, opts: BootOptions, accel: str, vars_file: Path | None) -> list[str]:
+    cmd = [require_qemu(), "-m", str(opts.memory_mib), "-smp", str(opts.cpus), "-no-reboot",
+           "-display", "none", "-vga", "std", "-serial", "stdio", "-monitor", "none"]  # fmt: skip
+    if accel == "kvm":
+        cmd += ["-accel", "kvm", "-cpu", "host"]
+    else:
+        cmd += ["-accel", "tcg", "-cpu", TCG_CPU]
+    if opts.firmware == FirmwareKind.UEFI:
+        ovmf = find_ovmf()
+        assert vars_file is not None
+        cmd += ["-machine", "q35",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf.code}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]  # fmt: skip
+    else:
+        cmd += ["-machine", "pc"]
+    if opts.media == MediaKind.CDROM:
+        cmd += ["-drive", f"file={iso},media=cdrom,if=none,id=boot,readonly=on",
+                "-device", "ide-cd,drive=boot,bootindex=0"]  # fmt: skip
+    else:
+        cmd += ["-drive", f"file={iso},format=raw,if=none,id=boot,snapshot=on",
+                "-device", "qemu-xhci,id=xhci",
+                "-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0"]  # fmt: skip
+    return cmd
+
+
+# Stages recognised on the console, in boot order: (name, pattern).
+STAGES = [
+    ("boot loader", re.compile(r"ISOLINUX|GRUB|Loading Xen")),
+    ("xen", re.compile(r"\(XEN\) Xen version")),
+    ("dom0 kernel", re.compile(r"Linux version \d")),
+    ("dom0 userspace", re.compile(r"systemd\[1\]|Welcome to Debian|live-boot")),
+    ("ready", re.compile(re.escape(READY_MARKER))),
+]
+FAILURES = [
+    re.compile(r"Panic on CPU"),
+    re.compile(r"Kernel panic"),
+    re.compile(r"Kernel does not support Dom0"),
+    re.compile(r"Unable to find a medium containing a live file system"),
+]
+
+
+@dataclass
+class BootResult:
+    passed: bool
+    stage: str
+    reason: str
+    accel: str
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+    ready: dict[str, object] | None = None
+    tail: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "passed": self.passed,
+            "stage": self.stage,
+            "reason": self.reason,
+            "accel": self.accel,
+            "seconds": round(self.seconds, 1),
+            "stages": {k: round(v, 1) for k, v in self.stages.items()},
+            "ready": self.ready,
+            "tail": self.tail,
+        }
+
+
+def judge_ready(ready: dict[str, object]) -> str | None:
+    """None when every guest XENLIVE-READY lists is running, else why not."""
+    guests = ready.get("guests")
+    if not isinstance(guests, dict):
+        return "XENLIVE-READY has no guests map"
+    if ready.get("xen") is None:
+        return "dom0 is not running under Xen"
+    bad = [
+        f"{name}: {info.get('state')} ({info.get('reason', 'no reason given')})"
+        for name, info in guests.items()
+        if not isinstance(info, dict) or info.get("state") != "running"
+    ]
+    return "guests not running: " + "; ".join(bad) if bad else None
+
+
+def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, console_log: Path | None = None) -> BootResult:
+    """Boot headless and watch the serial console until XENLIVE-READY, a failure, or the timeout."""
+    if not iso.is_file():
+        raise UsageError(f"{iso}: no such ISO file")
+    accel = opts.accel
+    if accel == "auto":
+        accel = "kvm" if kvm_works() else "tcg"
+    with tempfile.TemporaryDirectory(prefix="xenlive-qemu-") as tmp:
+        vars_file = None
+        if opts.firmware == FirmwareKind.UEFI:
+            vars_file = Path(tmp) / "OVMF_VARS.fd"
+            shutil.copyfile(find_ovmf().vars_template, vars_file)
+        cmd = qemu_command(iso.resolve(), opts, accel, vars_file)
+        log.debug("+ %s", " ".join(cmd))
+        with _spawn(cmd) as proc:
+            return _watch(proc, timeout, accel, console_log)
+
+
+def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_log: Path | None) -> BootResult:
+    start = time.monotonic()
+    tail: deque[str] = deque(maxlen=50)
+    stages: dict[str, float] = {}
+    buffer = b""
+    log_file = console_log.open("wb") if console_log else None
+    stage_names = [name for name, _ in STAGES]
+
+    def result(passed: bool, reason: str, ready: dict[str, object] | None = None) -> BootResult:
+        reached = max(stages, key=stage_names.index) if stages else "firmware"
+        return BootResult(passed, reached, reason, accel, time.monotonic() - start, stages, ready, list(tail))
+
+    try:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            remaining = timeout - (time.monotonic() - start)
+            if remaining <= 0:
+                return result(False, f"timed out after {timeout:.0f} s")
+            readable, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+            if not readable:
+                if proc.poll() is not None:
+                    return result(False, f"QEMU exited with status {proc.returncode}")
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                proc.wait()
+                return result(False, f"QEMU exited with status {proc.returncode}")
+            if log_file:
+                log_file.write(chunk)
+                log_file.flush()
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = _clean(raw)
+                tail.append(line)
+                for name, pattern in STAGES:
+                    if name not in stages and pattern.search(line):
+                        stages[name] = time.monotonic() - start
+                        log.info("    %6.1f s  %s", stages[name], name)
+                for pattern in FAILURES:
+                    if pattern.search(line):
+                        return result(False, f"failure on the console: {line.strip()}")
+                if READY_MARKER in line:
+                    payload = line.split(READY_MARKER, 1)[1].strip()
+                    try:
+                        ready = json.loads(payload)
+                    except ValueError:
+                        return result(False, f"XENLIVE-READY line is not JSON: {payload[:200]}")
+                    verdict = judge_ready(ready)
+                    return result(verdict is None, verdict or "every guest is running", ready)
+    finally:
+        if log_file:
+            log_file.close()
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+
+
+def _clean(raw: bytes) -> str:
+    return ANSI.sub("", raw.decode("utf-8", errors="replace"))
+
+
+@contextmanager
+def _spawn(cmd: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Start QEMU in its own process group and make sure the group is gone afterwards."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        _terminate(proc)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def _read_until(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeout: float) -> bytes | None:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        seen += chunk
+        if pattern.search(seen):
+            return seen
+    return None

@@ -1,0 +1,119 @@
+"""The one place that starts external programs, and the table of host tools.
+
+Every subprocess goes through run(), which logs the exact command at debug level and turns a
+failure into CommandError with the tail of stderr. Host tools and the Debian packages that
+provide them are read from data/host-tools.txt, the same list setup, CI and the Dockerfile use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from builder.errors import CommandError, MissingToolError
+
+log = logging.getLogger(__name__)
+
+StrPath = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class HostTool:
+    package: str
+    kind: str  # "cmd" or "file"
+    name: str
+
+
+def host_tools() -> list[HostTool]:
+    """Parse data/host-tools.txt: `package kind name` per line, `#` comments."""
+    text = resources.files("builder").joinpath("data/host-tools.txt").read_text()
+    tools = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(None, 2)
+        if len(fields) == 3 and fields[1] in ("cmd", "file"):
+            tools.append(HostTool(*fields))
+    return tools
+
+
+def host_packages() -> list[str]:
+    """Every Debian package the list names (including setup-only ones), in file order."""
+    text = resources.files("builder").joinpath("data/host-tools.txt").read_text()
+    packages: list[str] = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields and fields[0] not in packages:
+            packages.append(fields[0])
+    return packages
+
+
+def _tool(name: str) -> HostTool:
+    for tool in host_tools():
+        if tool.name == name:
+            return tool
+    raise KeyError(f"{name} is not listed in data/host-tools.txt")
+
+
+def find_tool(name: str) -> Path | None:
+    """The path of a host program or file from the table, or None when it is missing."""
+    tool = _tool(name)
+    if tool.kind == "file":
+        return Path(name) if Path(name).exists() else None
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def missing_tools(names: Iterable[str]) -> list[HostTool]:
+    return [_tool(n) for n in names if find_tool(n) is None]
+
+
+def require_tools(names: Iterable[str]) -> None:
+    """Raise MissingToolError naming every missing tool and the packages to install."""
+    missing = missing_tools(names)
+    if missing:
+        what = ", ".join(t.name for t in missing)
+        packages = " ".join(sorted({t.package for t in missing}))
+        raise MissingToolError(
+            f"missing host tools: {what}",
+            hint=f"install them with: apt-get install {packages}",
+        )
+
+
+def run(
+    cmd: Sequence[StrPath],
+    *,
+    cwd: StrPath | None = None,
+    env: Mapping[str, str] | None = None,
+    capture: bool = False,
+    check: bool = True,
+    stdin: int | None = subprocess.DEVNULL,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; stderr is kept for the error message, stdout returned when `capture`."""
+    args = [os.fspath(c) for c in cmd]
+    log.debug("+ %s", shlex.join(args))
+    full_env = {**os.environ, **env} if env is not None else None
+    try:
+        proc = subprocess.run(
+            args,
+            cwd=cwd,
+            env=full_env,
+            stdin=stdin,
+            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+    except FileNotFoundError as e:
+        raise CommandError(args, 127, f"{args[0]}: not found") from e
+    if proc.stderr:
+        log.debug("%s", proc.stderr.rstrip())
+    if check and proc.returncode != 0:
+        tail = "\n".join(proc.stderr.splitlines()[-20:])
+        raise CommandError(args, proc.returncode, tail)
+    return proc

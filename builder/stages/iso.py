@@ -1,0 +1,120 @@
+"""Mastering: the medium's file tree into a hybrid ISO with pycdlib.
+
+Rock Ridge (for Linux and GRUB) and Joliet names, El Torito entries for BIOS (ISOLINUX,
+no emulation) and UEFI (the FAT image), and an isohybrid MBR/GPT so the same file boots from a
+CD and from a USB stick written with dd. The ISO is written to a temporary file beside the
+output and renamed at the end, so a failed build never leaves half an ISO at the output path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pycdlib
+from pycdlib.pycdlibexception import PyCdlibException
+
+from builder.context import BuildContext
+from builder.errors import IsoError
+from builder.profile import Firmware
+from builder.stages.boot import EFI_IMAGE
+
+log = logging.getLogger(__name__)
+
+ISOLINUX_BIN = "isolinux/isolinux.bin"
+BOOT_CATALOG = "isolinux/boot.cat"
+
+
+class _IsoNames:
+    """ISO 9660 level 3 names (d-characters, 30 characters) unique within each directory."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, set[str]] = {}
+        self.paths: dict[str, str] = {"": ""}
+
+    def add(self, rel: str, is_dir: bool) -> str:
+        parent, _, name = rel.rpartition("/")
+        parent_iso = self.paths[parent]
+        used = self.used.setdefault(parent_iso, set())
+        stem, dot, ext = name.rpartition(".") if not is_dir and "." in name.lstrip(".") else (name, "", "")
+        stem = re.sub(r"[^A-Z0-9_]", "_", stem.upper())[: 30 - len(ext) - 1 if ext else 31] or "_"
+        ext = re.sub(r"[^A-Z0-9_]", "_", ext.upper())[:8]
+        candidate = f"{stem}.{ext}" if ext else stem
+        n = 1
+        while candidate in used:
+            suffix = f"_{n}"
+            base = stem[: max(1, len(stem) - len(suffix))] + suffix
+            candidate = f"{base}.{ext}" if ext else base
+            n += 1
+        used.add(candidate)
+        iso = f"{parent_iso}/{candidate}"
+        self.paths[rel] = iso
+        return iso if is_dir else f"{iso};1" if ext else f"{iso}.;1"
+
+
+def master_iso(ctx: BuildContext) -> None:
+    profile = ctx.profile
+    tmp = ctx.output.with_name(f".{ctx.output.name}.tmp-{os.getpid()}")
+    try:
+        iso = pycdlib.PyCdlib()
+        iso.new(
+            interchange_level=3,
+            vol_ident=profile.media.label,
+            pub_ident_str=profile.media.publisher,
+            app_ident_str="xenlive",
+            joliet=3,
+            rock_ridge="1.09",
+        )
+        iso_paths = add_tree(iso, ctx.staging)
+        if Firmware.BIOS in profile.media.boot:
+            iso.add_eltorito(
+                iso_paths[ISOLINUX_BIN],
+                bootcatfile=_boot_catalog_path(iso_paths),
+                rr_bootcatname="boot.cat",
+                joliet_bootcatfile=f"/{BOOT_CATALOG}",
+                boot_load_size=4,
+                boot_info_table=True,
+            )
+        if Firmware.UEFI in profile.media.boot:
+            # Added last: pycdlib sizes the hybrid ESP from the last El Torito entry.
+            iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True)
+        if Firmware.BIOS in profile.media.boot:
+            iso.add_isohybrid(efi=Firmware.UEFI in profile.media.boot)
+        ctx.output.parent.mkdir(parents=True, exist_ok=True)
+        iso.write(os.fspath(tmp))
+        iso.close()
+        os.replace(tmp, ctx.output)
+    except PyCdlibException as e:
+        raise IsoError(f"mastering {ctx.output} failed: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _boot_catalog_path(iso_paths: dict[str, str]) -> str:
+    return iso_paths["isolinux"] + "/BOOT.CAT;1"
+
+
+def add_tree(iso: pycdlib.PyCdlib, root: Path) -> dict[str, str]:
+    """Add every directory and file under `root`; return relative path -> ISO 9660 path."""
+    names = _IsoNames()
+    iso_paths: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        here = Path(dirpath)
+        for name in dirnames:
+            rel = (here / name).relative_to(root).as_posix()
+            iso_path = names.add(rel, is_dir=True)
+            iso_paths[rel] = iso_path
+            mode = (here / name).stat().st_mode
+            iso.add_directory(iso_path, rr_name=name, joliet_path=f"/{rel}", file_mode=mode)
+        for name in sorted(filenames):
+            path = here / name
+            rel = path.relative_to(root).as_posix()
+            iso_path = names.add(rel, is_dir=False)
+            iso_paths[rel] = iso_path
+            iso.add_file(
+                os.fspath(path), iso_path, rr_name=name, joliet_path=f"/{rel}", file_mode=path.stat().st_mode
+            )
+    return iso_paths

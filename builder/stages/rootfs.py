@@ -1,0 +1,108 @@
+"""The dom0 base system: mmdebstrap of Debian, and its base squashfs layer.
+
+Both are cached together, keyed by suite, mirror and package list, so a profile whose package
+list did not change reuses them. Xen, the kernel and the initrd are later taken from this tree's
+/boot, so the hypervisor, kernel, modules and tools always come from the same packages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+
+from builder import cache
+from builder.context import BuildContext
+from builder.run import run
+
+log = logging.getLogger(__name__)
+
+REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs"]
+STAGE_VERSION = 1  # bump when the way the tree is made changes
+
+# Files that go on the medium itself, not into the squashfs.
+SQUASHFS_EXCLUDES = ["boot/initrd.img-*", "boot/vmlinuz-*", "boot/xen-*.gz", "boot/xen-*.efi", "boot/System.map-*"]
+DPKG_OPTIONS = [
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+]
+
+
+def dom0_packages(extra: tuple[str, ...]) -> list[str]:
+    text = resources.files("builder").joinpath("data/dom0-packages.txt").read_text()
+    base = [line.split("#")[0].strip() for line in text.splitlines()]
+    packages = [p for p in base if p]
+    return packages + [p for p in extra if p not in packages]
+
+
+def rootfs_key(ctx: BuildContext) -> str:
+    dom0 = ctx.profile.dom0
+    return cache.input_hash(
+        {
+            "stage": STAGE_VERSION,
+            "suite": dom0.suite,
+            "mirror": dom0.mirror,
+            "packages": sorted(dom0_packages(dom0.packages)),
+            "excludes": SQUASHFS_EXCLUDES,
+            "dpkg": DPKG_OPTIONS,
+        }
+    )
+
+
+def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
+    dom0 = ctx.profile.dom0
+    mode = "root" if os.geteuid() == 0 else "unshare"
+    cmd = [
+        "mmdebstrap",
+        "--variant=minbase",
+        f"--mode={mode}",
+        "--include=" + ",".join(dom0_packages(dom0.packages)),
+        *[f"--dpkgopt={opt}" for opt in DPKG_OPTIONS],
+    ]
+    return [*cmd, dom0.suite, os.fspath(target), dom0.mirror]
+
+
+def squashfs_command(tree: Path, output: Path, excludes: list[str] | None = None) -> list[str]:
+    cmd = [
+        os.fspath(p)
+        for p in ["mksquashfs", tree, output, "-noappend", "-comp", "zstd", "-quiet", "-no-progress"]
+    ]
+    if excludes:
+        cmd += ["-wildcards", "-e", *excludes]
+    return cmd
+
+
+def build_rootfs(ctx: BuildContext) -> None:
+    key = rootfs_key(ctx)
+    entry = cache.lookup(ctx.cache_dir, "rootfs", key)
+    ctx.cache_hits["rootfs"] = entry is not None
+    if entry is None:
+        tmp = cache.begin(ctx.cache_dir, "rootfs", key)
+        try:
+            log.info("    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
+            run(mmdebstrap_command(ctx, tmp / "tree"))
+            log.info("    mksquashfs (zstd)")
+            run(squashfs_command(tmp / "tree", tmp / "base.squashfs", SQUASHFS_EXCLUDES))
+        except BaseException:
+            cache.abandon(tmp)
+            raise
+        entry = cache.commit(ctx.cache_dir, "rootfs", key, tmp)
+    else:
+        log.info("    reusing cached dom0 base %s", key)
+    ctx.rootfs = entry / "tree"
+    ctx.base_squashfs = entry / "base.squashfs"
+
+
+def boot_files(tree: Path) -> dict[str, Path]:
+    """Xen, the dom0 kernel and its initrd from the tree's /boot (the newest if several)."""
+    from builder.errors import XenliveError
+
+    found = {}
+    for name, pattern in (("xen", "xen-*.gz"), ("kernel", "vmlinuz-*"), ("initrd", "initrd.img-*")):
+        matches = sorted((tree / "boot").glob(pattern))
+        if not matches:
+            raise XenliveError(f"dom0 tree has no /boot/{pattern}", hint="is the Xen hypervisor package installed?")
+        found[name] = matches[-1]
+    return found

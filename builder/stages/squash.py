@@ -1,0 +1,24 @@
+"""The squashfs layers in /live/: live-boot stacks every /live/*.squashfs, later names on top."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from builder.context import BuildContext
+from builder.run import run
+from builder.stages.rootfs import squashfs_command
+
+BASE_LAYER = "live/10-base.squashfs"
+TOP_LAYER = "live/20-custom.squashfs"
+
+
+def squash(ctx: BuildContext) -> None:
+    assert ctx.base_squashfs is not None
+    base = ctx.staging / BASE_LAYER
+    base.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(ctx.base_squashfs, base)  # same file system as the cache: no copy
+    except OSError:
+        shutil.copyfile(ctx.base_squashfs, base)
+    run([*squashfs_command(ctx.top, ctx.staging / TOP_LAYER), "-all-root"])

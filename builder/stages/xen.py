@@ -1,0 +1,47 @@
+"""Xen, the dom0 kernel and its initrd: taken from the dom0 tree and put on the medium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from builder.context import BuildContext
+from builder.stages.rootfs import boot_files
+
+# Where the files live on the medium; the boot model and the guests refer to these.
+XEN_PATH = "/boot/xen.gz"
+KERNEL_PATH = "/live/vmlinuz"
+INITRD_PATH = "/live/initrd.img"
+LIVE_MEDIUM = "/run/live/medium"  # where live-boot mounts the medium in dom0
+
+
+def install_xen(ctx: BuildContext) -> None:
+    files = boot_files(ctx.require_rootfs())
+    for name, dest in (("xen", XEN_PATH), ("kernel", KERNEL_PATH), ("initrd", INITRD_PATH)):
+        target = ctx.staging / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(files[name], target)
+
+
+def package_versions(tree: Path) -> dict[str, str]:
+    """Installed packages and versions, read from the tree's dpkg status file."""
+    versions: dict[str, str] = {}
+    status = tree / "var/lib/dpkg/status"
+    for block in status.read_text(errors="replace").split("\n\n"):
+        fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", block, flags=re.M))
+        if "Package" in fields and "install ok installed" in fields.get("Status", ""):
+            versions[fields["Package"]] = fields.get("Version", "")
+    return versions
+
+
+def xen_version(versions: dict[str, str]) -> str:
+    for name, version in versions.items():
+        if name.startswith("xen-hypervisor-") and name != "xen-hypervisor-common":
+            return version.split("+")[0].split("-")[0]
+    return "unknown"
+
+
+def kernel_version(tree: Path) -> str:
+    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    return kernels[-1].name.removeprefix("vmlinuz-") if kernels else "unknown"
