@@ -116,7 +116,6 @@ class _Converter:
         self.filename = filename
         self.base_dir = base_dir
         self.problems: list[str] = []
-        self.nodes = 0
         self.constructor = yaml.SafeLoader("")
 
     def error(self, node: yaml.Node, path: str, message: str) -> None:
@@ -125,9 +124,6 @@ class _Converter:
         self.problems.append(f"{where}: {path or '(top)'}: {message}" if path else f"{where}: {message}")
 
     def convert(self, node: yaml.Node, tp: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise ProfileError([f"{self.filename}: too many YAML nodes (more than {MAX_NODES}; an alias bomb?)"])
         origin = typing.get_origin(tp)
         if origin in (typing.Union, types.UnionType):
             tp = next(a for a in typing.get_args(tp) if a is not type(None))
@@ -282,6 +278,7 @@ def load_profile(spec: str | Path | None) -> Profile:
         raise ProfileError([f"{where}: YAML syntax error: {e.problem}"]) from None
     if root is None:
         raise ProfileError([f"{name}: the profile is empty"])
+    _refuse_alias_bombs(root, name)
     conv = _Converter(name, path.resolve().parent)
     profile = conv.convert(root, Profile, "", {})
     if profile is not None:
@@ -290,6 +287,22 @@ def load_profile(spec: str | Path | None) -> Profile:
     if conv.problems or profile is None:
         raise ProfileError(conv.problems)
     return profile
+
+
+def _refuse_alias_bombs(root: yaml.Node, name: str) -> None:
+    """Count nodes as if aliases were expanded; refuse documents that would blow up (billion laughs)."""
+    count = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ProfileError([f"{name}: more than {MAX_NODES} YAML nodes once aliases are expanded (an alias bomb?)"])
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
 
 
 def _check_semantics(profile: Profile, root: yaml.Node, conv: _Converter) -> None:

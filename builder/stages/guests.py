@@ -13,7 +13,7 @@ from builder import cpio
 from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.profile import Guest
-from builder.stages.rootfs import boot_files
+from builder.stages.rootfs import boot_file
 from builder.stages.xen import LIVE_MEDIUM
 from builder.templating import render
 
@@ -29,7 +29,7 @@ def build_guests(ctx: BuildContext) -> None:
     for guest in ctx.profile.guests:
         medium_dir = ctx.staging / "guests" / guest.name
         medium_dir.mkdir(parents=True, exist_ok=True)
-        kernel = boot_files(tree)["kernel"] if guest.kernel == "dom0" else ctx.profile.base_dir / guest.kernel
+        kernel = boot_file(tree, "kernel") if guest.kernel == "dom0" else ctx.profile.base_dir / guest.kernel
         shutil.copyfile(kernel, medium_dir / "vmlinuz")
         if guest.initrd == "busybox":
             cpio.write_gzip(busybox_initrd(tree, guest), medium_dir / "initrd.img")

@@ -39,13 +39,14 @@ class _IsoNames:
         parent_iso = self.paths[parent]
         used = self.used.setdefault(parent_iso, set())
         stem, dot, ext = name.rpartition(".") if not is_dir and "." in name.lstrip(".") else (name, "", "")
-        stem = re.sub(r"[^A-Z0-9_]", "_", stem.upper())[: 30 - len(ext) - 1 if ext else 31] or "_"
         ext = re.sub(r"[^A-Z0-9_]", "_", ext.upper())[:8]
+        limit = 30 - len(ext) - 1 if ext else 31
+        stem = re.sub(r"[^A-Z0-9_]", "_", stem.upper())[:limit] or "_"
         candidate = f"{stem}.{ext}" if ext else stem
         n = 1
         while candidate in used:
             suffix = f"_{n}"
-            base = stem[: max(1, len(stem) - len(suffix))] + suffix
+            base = stem[: limit - len(suffix)] + suffix
             candidate = f"{base}.{ext}" if ext else base
             n += 1
         used.add(candidate)

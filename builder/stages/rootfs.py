@@ -14,6 +14,7 @@ from pathlib import Path
 
 from builder import cache
 from builder.context import BuildContext
+from builder.errors import XenliveError
 from builder.run import run
 
 log = logging.getLogger(__name__)
@@ -95,14 +96,13 @@ def build_rootfs(ctx: BuildContext) -> None:
     ctx.base_squashfs = entry / "base.squashfs"
 
 
-def boot_files(tree: Path) -> dict[str, Path]:
-    """Xen, the dom0 kernel and its initrd from the tree's /boot (the newest if several)."""
-    from builder.errors import XenliveError
+BOOT_PATTERNS = {"xen": "xen-*.gz", "kernel": "vmlinuz-*", "initrd": "initrd.img-*"}
 
-    found = {}
-    for name, pattern in (("xen", "xen-*.gz"), ("kernel", "vmlinuz-*"), ("initrd", "initrd.img-*")):
-        matches = sorted((tree / "boot").glob(pattern))
-        if not matches:
-            raise XenliveError(f"dom0 tree has no /boot/{pattern}", hint="is the Xen hypervisor package installed?")
-        found[name] = matches[-1]
-    return found
+
+def boot_file(tree: Path, kind: str) -> Path:
+    """Xen, the dom0 kernel or its initrd from the tree's /boot (the newest if several)."""
+    pattern = BOOT_PATTERNS[kind]
+    matches = sorted((tree / "boot").glob(pattern))
+    if not matches:
+        raise XenliveError(f"dom0 tree has no /boot/{pattern}", hint="is the package that provides it installed?")
+    return matches[-1]

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from builder.context import BuildContext
-from builder.stages.rootfs import boot_files
+from builder.stages.rootfs import boot_file
 
 # Where the files live on the medium; the boot model and the guests refer to these.
 XEN_PATH = "/boot/xen.gz"
@@ -17,11 +17,11 @@ LIVE_MEDIUM = "/run/live/medium"  # where live-boot mounts the medium in dom0
 
 
 def install_xen(ctx: BuildContext) -> None:
-    files = boot_files(ctx.require_rootfs())
-    for name, dest in (("xen", XEN_PATH), ("kernel", KERNEL_PATH), ("initrd", INITRD_PATH)):
+    tree = ctx.require_rootfs()
+    for kind, dest in (("xen", XEN_PATH), ("kernel", KERNEL_PATH), ("initrd", INITRD_PATH)):
         target = ctx.staging / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(files[name], target)
+        shutil.copyfile(boot_file(tree, kind), target)
 
 
 def package_versions(tree: Path) -> dict[str, str]:

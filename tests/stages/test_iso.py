@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pycdlib
+import pytest
+
+from builder.context import BuildContext
+from builder.profile import load_profile
+from builder.stages.boot import install_bootloaders
+from builder.stages.iso import _IsoNames, master_iso
+
+needs_tools = pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("grub-mkimage", "mkfs.vfat", "mcopy", "xorriso"))
+    or not Path("/usr/lib/ISOLINUX/isolinux.bin").exists(),
+    reason="host tools not installed (scripts/setup installs them)",
+)
+
+
+def test_iso_names_are_level3_and_unique():
+    names = _IsoNames()
+    assert names.add("live", is_dir=True) == "/LIVE"
+    assert names.add("live/10-base.squashfs", is_dir=False) == "/LIVE/10_BASE.SQUASHFS;1"
+    assert names.add("live/vmlinuz", is_dir=False) == "/LIVE/VMLINUZ.;1"
+    assert names.add("live/VMLINUZ", is_dir=False) == "/LIVE/VMLINUZ_1.;1"
+    long = names.add("live/" + "x" * 40 + ".img", is_dir=False)
+    assert len(long.rsplit("/", 1)[1].split(";")[0]) <= 30
+
+
+@pytest.fixture
+def small_medium(tmp_path: Path) -> BuildContext:
+    ctx = BuildContext(profile=load_profile(None), output=tmp_path / "out/x.iso", workdir=tmp_path / "w",
+                       cache_dir=tmp_path, build_id="0123abcd")  # fmt: skip
+    for rel, data in {"boot/xen.gz": b"xen", "live/vmlinuz": b"k", "live/10-base.squashfs": b"s" * 5000}.items():
+        path = ctx.staging / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    return ctx
+
+
+@needs_tools
+def test_master_writes_hybrid_iso_with_bios_and_uefi_boot(small_medium):
+    ctx = small_medium
+    install_bootloaders(ctx)
+    master_iso(ctx)
+    assert ctx.output.is_file()
+    assert not list(ctx.output.parent.glob(".*tmp*")), "temporary file left behind"
+    eltorito = subprocess.run(["xorriso", "-indev", ctx.output, "-report_el_torito", "plain"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "El Torito boot img :   1  BIOS  y   none" in eltorito
+    assert "El Torito boot img :   2  UEFI  y   none" in eltorito
+    area = subprocess.run(["xorriso", "-indev", ctx.output, "-report_system_area", "plain"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "MBR partition table" in area and "GPT" in area
+    iso = pycdlib.PyCdlib()
+    iso.open(str(ctx.output))
+    assert iso.get_record(rr_path="/live/10-base.squashfs").get_data_length() == 5000
+    assert iso.get_record(joliet_path="/boot/grub/grub.cfg") is not None
+    iso.close()
+
+
+@needs_tools
+def test_failed_master_leaves_nothing_at_output(small_medium, monkeypatch):
+    ctx = small_medium
+    install_bootloaders(ctx)
+    ctx.output.parent.mkdir(parents=True)
+
+    def boom(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pycdlib.PyCdlib, "write", boom)
+    with pytest.raises(KeyboardInterrupt):
+        master_iso(ctx)
+    assert list(ctx.output.parent.iterdir()) == []

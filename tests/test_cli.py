@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from builder.cli import main
+
+
+def xenlive(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_show_default_prints_resolved_yaml():
+    proc = xenlive("show", "default")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("name: default\n") and "memory: 128" in proc.stdout
+
+
+def test_bad_profile_exits_2_with_location_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nguests:\n  - name: a\n    memry: 1\n")
+    out = tmp_path / "out.iso"
+    proc = xenlive("build", str(bad), "-o", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == f"error: {bad}:4:5: guests[0].memry: unknown key; did you mean 'memory'?"
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_missing_profile_exits_2(tmp_path):
+    proc = xenlive("build", str(tmp_path / "none.yaml"))
+    assert proc.returncode == 2 and "profile not found" in proc.stderr
+
+
+def test_missing_host_tool_exits_2_before_work(tmp_path, monkeypatch):
+    env_path = tmp_path / "bin"
+    env_path.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "builder", "build", "default", "-o", str(tmp_path / "x.iso")],
+        capture_output=True, text=True, env={"PATH": str(env_path), "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "error: missing host tools: mmdebstrap, mksquashfs" in proc.stderr
+    assert "apt-get install" in proc.stderr
+    assert not (tmp_path / "x.iso").exists()
+
+
+def test_test_command_missing_iso_exits_2(tmp_path):
+    proc = xenlive("test", str(tmp_path / "none.iso"), "--accel", "tcg")
+    assert proc.returncode == 2 and "no such ISO file" in proc.stderr
+
+
+def test_usage_error_exits_2():
+    with pytest.raises(SystemExit) as info:
+        main(["test"])
+    assert info.value.code == 2

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder import qemu
+from builder.qemu import BootOptions, FirmwareKind, MediaKind, judge_ready, qemu_command
+
+
+@pytest.fixture(autouse=True)
+def fake_qemu(monkeypatch):
+    monkeypatch.setattr(qemu, "require_qemu", lambda: "qemu-system-x86_64")
+    monkeypatch.setattr(qemu, "find_ovmf", lambda: qemu.OvmfConfig(Path("/fw/CODE.fd"), Path("/fw/VARS.fd")))
+
+
+def test_bios_cdrom_command_uses_tcg_cpu_model():
+    cmd = qemu_command(Path("/x.iso"), BootOptions(), "tcg", None)
+    assert cmd[cmd.index("-cpu") + 1] == "qemu64,+svm"
+    assert "ide-cd,drive=boot,bootindex=0" in cmd
+    assert cmd[cmd.index("-machine") + 1] == "pc"
+
+
+def test_uefi_usb_command_uses_pflash_q35_and_usb_storage():
+    cmd = qemu_command(Path("/x.iso"), BootOptions(FirmwareKind.UEFI, MediaKind.USB), "tcg", Path("/t/VARS.fd"))
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd" in cmd
+    assert "if=pflash,format=raw,unit=1,file=/t/VARS.fd" in cmd
+    assert cmd[cmd.index("-machine") + 1] == "q35"
+    assert "usb-storage,bus=xhci.0,drive=boot,bootindex=0" in cmd
+    assert "file=/x.iso,format=raw,if=none,id=boot,snapshot=on" in cmd
+
+
+def test_kvm_command():
+    cmd = qemu_command(Path("/x.iso"), BootOptions(), "kvm", None)
+    assert cmd[cmd.index("-accel") + 1] == "kvm"
+
+
+def test_judge_ready():
+    ok = {"profile": "p", "xen": "4.17.5", "guests": {"a": {"state": "running"}}}
+    assert judge_ready(ok) is None
+    bad = {"profile": "p", "xen": "4.17.5", "guests": {"a": {"state": "failed", "reason": "no memory"}}}
+    assert judge_ready(bad) == "guests not running: a: failed (no memory)"
+    assert judge_ready({"xen": None, "guests": {}}) == "dom0 is not running under Xen"
+
+
+def _fake_boot(script: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+
+
+def test_watch_reports_stages_and_ready(tmp_path):
+    ready = json.dumps({"profile": "p", "xen": "4.17.5", "guests": {"tiny": {"state": "running"}}})
+    script = (
+        "import time\n"
+        "print('ISOLINUX 6.04', flush=True)\n"
+        "print('(XEN) Xen version 4.17.5', flush=True)\n"
+        "print('[    0.0] Linux version 6.1.0', flush=True)\n"
+        f"print('\\x1b[0mXENLIVE-READY {ready}', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = _fake_boot(script)
+    try:
+        result = qemu._watch(proc, 20, "tcg", tmp_path / "console.log")
+    finally:
+        qemu._terminate(proc)
+    assert result.passed and result.stage == "ready"
+    assert list(result.stages) == ["boot loader", "xen", "dom0 kernel", "ready"]
+    assert result.ready["guests"]["tiny"]["state"] == "running"
+    assert b"Xen version" in (tmp_path / "console.log").read_bytes()
+    assert proc.poll() is not None
+
+
+def test_watch_fails_fast_on_panic_and_keeps_tail():
+    proc = _fake_boot("import time\nprint('(XEN) Xen version 4.17', flush=True)\n"
+                      "print('(XEN) Panic on CPU 0:', flush=True)\ntime.sleep(30)\n")  # fmt: skip
+    try:
+        result = qemu._watch(proc, 20, "tcg", None)
+    finally:
+        qemu._terminate(proc)
+    assert not result.passed and result.stage == "xen"
+    assert "Panic on CPU" in result.reason and result.tail[-1] == "(XEN) Panic on CPU 0:"
+    assert result.seconds < 10
+
+
+def test_watch_times_out():
+    proc = _fake_boot("import time\nprint('GRUB', flush=True)\ntime.sleep(30)\n")
+    try:
+        result = qemu._watch(proc, 1.5, "tcg", None)
+    finally:
+        qemu._terminate(proc)
+    assert not result.passed and result.reason == "timed out after 2 s" and result.stage == "boot loader"
+
+
+def test_find_ovmf_reads_descriptors(tmp_path, monkeypatch):
+    monkeypatch.undo()
+    code, nvram = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
+    code.write_bytes(b"c")
+    nvram.write_bytes(b"v")
+    secure = {"interface-types": ["uefi"], "features": ["secure-boot"],
+              "targets": [{"architecture": "x86_64"}], "mapping": {}}  # fmt: skip
+    plain = {"interface-types": ["uefi"], "features": [], "targets": [{"architecture": "x86_64"}],
+             "mapping": {"executable": {"filename": str(code)}, "nvram-template": {"filename": str(nvram)}}}  # fmt: skip
+    (tmp_path / "50-secure.json").write_text(json.dumps(secure))
+    (tmp_path / "60-plain.json").write_text(json.dumps(plain))
+    monkeypatch.setattr(qemu, "FIRMWARE_DESCRIPTORS", tmp_path)
+    assert qemu.find_ovmf() == qemu.OvmfConfig(code, nvram)
+    (tmp_path / "60-plain.json").unlink()
+    with pytest.raises(qemu.MissingToolError, match="no UEFI firmware"):
+        qemu.find_ovmf()
