@@ -5,6 +5,7 @@ Kept apart from the base layer so that an overlay edit rebuilds only this small 
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ def customize(ctx: BuildContext) -> None:
     for overlay in ctx.profile.dom0.overlays:
         log.info("    overlay %s", overlay)
         apply_overlay(overlay, ctx.top, context)
+    enable_units(ctx.top)
 
 
 def _copy_builtin(src: Traversable, template_dir: str, dest: Path, context: dict[str, Any]) -> None:
@@ -49,6 +51,28 @@ def _copy_builtin(src: Traversable, template_dir: str, dest: Path, context: dict
             target.write_bytes(item.read_bytes())
             # Package data does not promise modes: executables are the scripts under usr/lib.
             os.chmod(target, 0o755 if "/usr/lib/" in f"/{template_dir}/" else 0o644)
+
+
+def enable_units(root: Path) -> None:
+    """Do what `systemctl enable` does for units in /etc/systemd/system: link them into WantedBy targets.
+
+    systemctl cannot run here (no systemd in the build), and the units come from overlays too.
+    """
+    units = root / "etc/systemd/system"
+    if not units.is_dir():
+        return
+    for unit in sorted(units.glob("*.service")) + sorted(units.glob("*.timer")):
+        if unit.is_symlink():
+            continue
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser.read_string(unit.read_text())
+        for target in parser.get("Install", "WantedBy", fallback="").split():
+            wants = units / f"{target}.wants"
+            wants.mkdir(exist_ok=True)
+            link = wants / unit.name
+            if not link.is_symlink():
+                link.symlink_to(f"../{unit.name}")
 
 
 def apply_overlay(root: Path, dest: Path, context: dict[str, Any]) -> None:

@@ -50,3 +50,9 @@ def test_overlay_template_error_names_file_and_line(tmp_path):
     (src / "bad.j2").write_text("line one\n{{ missing_variable }}\n")
     with pytest.raises(TemplateError, match=r"bad.j2:2: 'missing_variable' is undefined"):
         apply_overlay(src, tmp_path / "dest", {})
+
+
+def test_units_with_install_section_are_enabled(ctx):
+    customize(ctx)
+    link = ctx.top / "etc/systemd/system/multi-user.target.wants/xenlive-ready.service"
+    assert link.is_symlink() and os.readlink(link) == "../xenlive-ready.service"
