@@ -40,6 +40,8 @@ class Firmware(enum.StrEnum):
 
 class GuestType(enum.StrEnum):
     PV = "pv"
+    PVH = "pvh"
+    HVM = "hvm"
 
 
 def _meta(help: str, **kw: Any) -> dict[str, Any]:

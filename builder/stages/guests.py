@@ -12,7 +12,7 @@ from pathlib import Path
 from builder import cpio
 from builder.context import BuildContext
 from builder.errors import XenliveError
-from builder.profile import Guest
+from builder.profile import Guest, GuestType
 from builder.stages.rootfs import boot_file
 from builder.stages.xen import LIVE_MEDIUM
 from builder.templating import render
@@ -27,6 +27,8 @@ def build_guests(ctx: BuildContext) -> None:
     guest_dir.mkdir(parents=True, exist_ok=True)
     auto_dir.mkdir(parents=True, exist_ok=True)
     for guest in ctx.profile.guests:
+        if guest.type == GuestType.HVM:
+            raise XenliveError(f"guest {guest.name!r}: building HVM guests is not supported yet")
         medium_dir = ctx.staging / "guests" / guest.name
         medium_dir.mkdir(parents=True, exist_ok=True)
         kernel = boot_file(tree, "kernel") if guest.kernel == "dom0" else ctx.profile.base_dir / guest.kernel
