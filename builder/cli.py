@@ -15,7 +15,7 @@ import yaml
 
 from builder import __version__
 from builder.context import cache_root
-from builder.errors import BootTestFailed, XenliveError
+from builder.errors import BootTestFailed, VerifyFailed, XenliveError
 from builder.log import setup_logging
 from builder.profile import load_profile, to_data
 
@@ -80,6 +80,20 @@ def test(iso: Path, firmware: str, media: str, timeout: int, accel: str, console
         for line in result.tail:
             click.echo(f"  | {line}", err=True)
         raise BootTestFailed(f"{iso} did not pass the boot test ({firmware}/{media})")
+
+
+@cli.command()
+@click.argument("iso", type=click.Path(path_type=Path))
+def verify(iso: Path) -> None:
+    """Read ISO back and check its boot records, layout and every file against its manifest."""
+    from builder.verify import verify_iso
+
+    problems = verify_iso(iso)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise VerifyFailed(f"{iso}: {len(problems)} problem(s) found")
+    click.echo(f"{iso}: OK")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.errors import UsageError
 from builder.profile import Profile
+
+
+def source_date_epoch() -> int:
+    """SOURCE_DATE_EPOCH when set (reproducible builds), else now."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return int(time.time())
+    if not value.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a number of seconds, got {value!r}")
+    return int(value)
 
 
 def cache_root() -> Path:
@@ -28,6 +40,7 @@ class BuildContext:
     rootfs: Path | None = None  # the dom0 base tree (inside a cache entry), set by the rootfs stage
     base_squashfs: Path | None = None
     build_id: str = ""  # names the medium, so GRUB finds this ISO and not another one
+    epoch: int = 0  # every timestamp in the output (SOURCE_DATE_EPOCH, else the build's start)
 
     @property
     def staging(self) -> Path:

@@ -67,5 +67,9 @@ class IsoError(XenliveError):
     """Mastering or reading an ISO failed."""
 
 
+class VerifyFailed(XenliveError):
+    """`xenlive verify` found the ISO different from what its manifest describes."""
+
+
 class BootTestFailed(XenliveError):
     """An image booted in QEMU did not reach XENLIVE-READY with every guest running."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from builder import cache
-from builder.context import BuildContext
+from builder.context import BuildContext, source_date_epoch
 from builder.log import step
 from builder.profile import Firmware, Profile, to_data
 from builder.run import require_tools
@@ -35,9 +36,11 @@ def required_tools(profile: Profile) -> list[str]:
 
 def build(profile: Profile, output: Path, cache_dir: Path) -> BuildContext:
     require_tools(required_tools(profile))
+    epoch = source_date_epoch()
     (cache_dir / "work").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="build-", dir=cache_dir / "work"))
-    ctx = BuildContext(profile=profile, output=output.resolve(), workdir=workdir, cache_dir=cache_dir)
+    ctx = BuildContext(profile=profile, output=output.resolve(), workdir=workdir, cache_dir=cache_dir,
+                       epoch=epoch)  # fmt: skip
     try:
         with step("dom0 base system", ctx.timings):
             build_rootfs(ctx)
@@ -56,6 +59,7 @@ def build(profile: Profile, output: Path, cache_dir: Path) -> BuildContext:
             write_manifest(ctx)
         with step("master ISO", ctx.timings):
             master_iso(ctx)
+        write_beside_iso(ctx)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return ctx
@@ -67,14 +71,11 @@ def write_manifest(ctx: BuildContext) -> None:
     versions = package_versions(tree)
     files = {}
     for path in sorted(p for p in ctx.staging.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        files[path.relative_to(ctx.staging).as_posix()] = digest.hexdigest()
+        files[path.relative_to(ctx.staging).as_posix()] = sha256_file(path)
     manifest = {
         "profile": to_data(ctx.profile),
         "build_id": ctx.build_id,
+        "epoch": ctx.epoch,
         "xen": xen_version(versions),
         "kernel": kernel_version(tree),
         "dom0_packages": versions,
@@ -83,3 +84,23 @@ def write_manifest(ctx: BuildContext) -> None:
     target = ctx.staging / "xenlive/manifest.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_beside_iso(ctx: BuildContext) -> None:
+    """OUT.iso.manifest.json (a copy of the medium's) and OUT.iso's line in SHA256SUMS."""
+    shutil.copyfile(ctx.staging / "xenlive/manifest.json", ctx.output.with_name(ctx.output.name + ".manifest.json"))
+    sums = ctx.output.with_name("SHA256SUMS")
+    lines = sums.read_text().splitlines() if sums.exists() else []
+    lines = [line for line in lines if line.split(maxsplit=1)[-1].lstrip("*") != ctx.output.name]
+    lines.append(f"{sha256_file(ctx.output)}  {ctx.output.name}")
+    tmp = sums.with_name(f".SHA256SUMS.tmp-{os.getpid()}")
+    tmp.write_text("\n".join(sorted(lines, key=lambda line: line.split()[-1])) + "\n")
+    os.replace(tmp, sums)

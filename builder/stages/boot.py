@@ -113,16 +113,21 @@ def install_grub_efi(ctx: BuildContext) -> None:
     efi_dir.mkdir(parents=True, exist_ok=True)
     efi_binary = efi_dir / "BOOTX64.EFI"
     run(["grub-mkimage", "-O", "x86_64-efi", "-o", efi_binary, "-p", "/boot/grub", "-c", early, *GRUB_MODULES])
-    make_efi_image(efi_binary, ctx.staging / EFI_IMAGE)
+    make_efi_image(efi_binary, ctx.staging / EFI_IMAGE, ctx.epoch)
 
 
-def make_efi_image(efi_binary: Path, image: Path) -> None:
-    """A FAT image holding /EFI/BOOT/BOOTX64.EFI, sized to the binary plus room for FAT metadata."""
+def make_efi_image(efi_binary: Path, image: Path, epoch: int) -> None:
+    """A FAT image holding /EFI/BOOT/BOOTX64.EFI, sized to the binary plus room for FAT metadata.
+
+    Reproducible: a fixed volume id, --invariant, and every timestamp at `epoch` (mtools honours
+    SOURCE_DATE_EPOCH; the binary's own mtime is copied with -m).
+    """
     size_kib = math.ceil((efi_binary.stat().st_size + 512 * 1024) / (1024 * 1024)) * 1024
     if image.exists():
         image.unlink()
-    env = {"MTOOLS_SKIP_CHECK": "1"}
-    run(["mkfs.vfat", "-C", "-n", "XENLIVE_EFI", "-i", "58454e4c", image, str(size_kib)])
+    env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(epoch)}
+    os.utime(efi_binary, (epoch, epoch))
+    run(["mkfs.vfat", "-C", "--invariant", "-n", "XENLIVE_EFI", "-i", "58454e4c", image, str(size_kib)])
     run(["mmd", "-i", image, "::/EFI", "::/EFI/BOOT"], env=env)
-    run(["mcopy", "-i", image, efi_binary, "::/EFI/BOOT/BOOTX64.EFI"], env=env)
+    run(["mcopy", "-m", "-i", image, efi_binary, "::/EFI/BOOT/BOOTX64.EFI"], env=env)
     os.chmod(image, 0o644)

@@ -8,16 +8,28 @@ output and renamed at the end, so a failed build never leaves half an ISO at the
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
+import random
 import re
+import time
+import types
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pycdlib
+import pycdlib.dates
+import pycdlib.headervd
+import pycdlib.isohybrid
+import pycdlib.pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.context import BuildContext
 from builder.errors import IsoError
+from builder.hybrid import repair_gpt, separate_partitions
 from builder.profile import Firmware
 from builder.stages.boot import EFI_IMAGE
 
@@ -55,42 +67,82 @@ class _IsoNames:
         return iso if is_dir else f"{iso};1" if ext else f"{iso}.;1"
 
 
+@contextlib.contextmanager
+def pinned_pycdlib(epoch: int, seed: str) -> Iterator[random.Random]:
+    """Make pycdlib deterministic while mastering: every date is `epoch` (in UTC) and the MBR id
+    and GPT GUIDs come from a generator seeded with `seed`.
+
+    pycdlib reads time.time(), time.localtime(), uuid.uuid4() and the random module directly; only
+    its own module references are swapped, and only inside this block, so nothing else in the
+    process sees a fake clock.
+    """
+    rng = random.Random(seed)
+    fake_time = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("__")})
+    fake_time.time = lambda: float(epoch)
+    fake_time.localtime = lambda secs=None: time.gmtime(epoch if secs is None else secs)
+    fake_uuid = types.SimpleNamespace(UUID=uuid.UUID, uuid4=lambda: uuid.UUID(int=rng.getrandbits(128), version=4))
+    patches = [
+        (pycdlib.pycdlib, "time", fake_time),
+        (pycdlib.headervd, "time", fake_time),
+        (pycdlib.dates, "time", fake_time),
+        (pycdlib.isohybrid, "uuid", fake_uuid),
+        (pycdlib.isohybrid, "random", rng),
+    ]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    try:
+        for module, name, value in patches:
+            setattr(module, name, value)
+        yield rng
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
 def master_iso(ctx: BuildContext) -> None:
-    profile = ctx.profile
     tmp = ctx.output.with_name(f".{ctx.output.name}.tmp-{os.getpid()}")
     try:
-        iso = pycdlib.PyCdlib()
-        iso.new(
-            interchange_level=3,
-            vol_ident=profile.media.label,
-            pub_ident_str=profile.media.publisher,
-            app_ident_str="xenlive",
-            joliet=3,
-            rock_ridge="1.09",
-        )
-        iso_paths = add_tree(iso, ctx.staging)
-        if Firmware.BIOS in profile.media.boot:
-            iso.add_eltorito(
-                iso_paths[ISOLINUX_BIN],
-                bootcatfile=_boot_catalog_path(iso_paths),
-                rr_bootcatname="boot.cat",
-                joliet_bootcatfile=f"/{BOOT_CATALOG}",
-                boot_load_size=4,
-                boot_info_table=True,
-            )
-        if Firmware.UEFI in profile.media.boot:
-            # Added last: pycdlib sizes the hybrid ESP from the last El Torito entry.
-            iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True)
-        if Firmware.BIOS in profile.media.boot:
-            iso.add_isohybrid(efi=Firmware.UEFI in profile.media.boot)
-        ctx.output.parent.mkdir(parents=True, exist_ok=True)
-        iso.write(os.fspath(tmp))
-        iso.close()
+        with pinned_pycdlib(ctx.epoch, ctx.build_id) as rng:
+            _master(ctx, tmp, rng)
+        if Firmware.BIOS in ctx.profile.media.boot:
+            separate_partitions(tmp)
+            disk_guid = hashlib.sha256(f"disk:{ctx.build_id}".encode()).digest()[:16]
+            repair_gpt(tmp, disk_guid)
         os.replace(tmp, ctx.output)
     except PyCdlibException as e:
         raise IsoError(f"mastering {ctx.output} failed: {e}") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _master(ctx: BuildContext, tmp: Path, rng: random.Random) -> None:
+    profile = ctx.profile
+    iso = pycdlib.PyCdlib()
+    iso.new(
+        interchange_level=3,
+        vol_ident=profile.media.label,
+        pub_ident_str=profile.media.publisher,
+        app_ident_str="xenlive",
+        joliet=3,
+        rock_ridge="1.09",
+    )
+    iso_paths = add_tree(iso, ctx.staging)
+    if Firmware.BIOS in profile.media.boot:
+        iso.add_eltorito(
+            iso_paths[ISOLINUX_BIN],
+            bootcatfile=_boot_catalog_path(iso_paths),
+            rr_bootcatname="boot.cat",
+            joliet_bootcatfile=f"/{BOOT_CATALOG}",
+            boot_load_size=4,
+            boot_info_table=True,
+        )
+    if Firmware.UEFI in profile.media.boot:
+        # Added last: pycdlib sizes the hybrid ESP from the last El Torito entry.
+        iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True)
+    if Firmware.BIOS in profile.media.boot:
+        iso.add_isohybrid(efi=Firmware.UEFI in profile.media.boot, mbr_id=rng.getrandbits(32))
+    ctx.output.parent.mkdir(parents=True, exist_ok=True)
+    iso.write(os.fspath(tmp))
+    iso.close()
 
 
 def _boot_catalog_path(iso_paths: dict[str, str]) -> str:

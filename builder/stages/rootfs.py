@@ -83,9 +83,10 @@ def build_rootfs(ctx: BuildContext) -> None:
         tmp = cache.begin(ctx.cache_dir, "rootfs", key)
         try:
             log.info("    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
-            run(mmdebstrap_command(ctx, tmp / "tree"))
+            run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
             log.info("    mksquashfs (zstd)")
-            run(squashfs_command(tmp / "tree", tmp / "base.squashfs", SQUASHFS_EXCLUDES))
+            run(squashfs_command(tmp / "tree", tmp / "base.squashfs", SQUASHFS_EXCLUDES),
+                env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})  # fmt: skip
         except BaseException:
             cache.abandon(tmp)
             raise

@@ -21,4 +21,6 @@ def squash(ctx: BuildContext) -> None:
         os.link(ctx.base_squashfs, base)  # same file system as the cache: no copy
     except OSError:
         shutil.copyfile(ctx.base_squashfs, base)
-    run([*squashfs_command(ctx.top, ctx.staging / TOP_LAYER), "-all-root"])
+    # mksquashfs stamps the image and every file with SOURCE_DATE_EPOCH (and refuses -all-time with it).
+    top = squashfs_command(ctx.top, ctx.staging / TOP_LAYER)
+    run([*top, "-all-root"], env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
