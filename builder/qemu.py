@@ -14,6 +14,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -104,15 +105,25 @@ class BootOptions:
     memory_mib: int = 2048
     cpus: int = 2
     accel: str = "auto"  # auto, kvm or tcg
+    cpu: str | None = None  # QEMU -cpu model; default: host under KVM, TCG_CPU under TCG
+    disks: tuple[Path, ...] = ()  # extra raw disks (writes go to a temporary snapshot)
+    display: bool = False  # a window instead of a headless screen
 
 
-def qemu_command(iso: Path, opts: BootOptions, accel: str, vars_file: Path | None) -> list[str]:
+def qemu_command(iso: Path, opts: BootOptions, accel: str, vars_file: Path | None,
+                 qmp_socket: Path | None = None, interactive: bool = False) -> list[str]:  # fmt: skip
+    """The QEMU command line; the serial console is on stdio (with the monitor on it when interactive)."""
     cmd = [require_qemu(), "-m", str(opts.memory_mib), "-smp", str(opts.cpus), "-no-reboot",
-           "-display", "none", "-vga", "std", "-serial", "stdio", "-monitor", "none"]  # fmt: skip
+           "-display", "gtk" if opts.display else "none", "-vga", "std",
+           "-serial", "mon:stdio" if interactive else "stdio"]  # fmt: skip
+    if not interactive:
+        cmd += ["-monitor", "none"]
+    if qmp_socket is not None:
+        cmd += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     if accel == "kvm":
-        cmd += ["-accel", "kvm", "-cpu", "host"]
+        cmd += ["-accel", "kvm", "-cpu", opts.cpu or "host"]
     else:
-        cmd += ["-accel", "tcg", "-cpu", TCG_CPU]
+        cmd += ["-accel", "tcg", "-cpu", opts.cpu or TCG_CPU]
     if opts.firmware == FirmwareKind.UEFI:
         ovmf = find_ovmf()
         assert vars_file is not None
@@ -128,17 +139,28 @@ def qemu_command(iso: Path, opts: BootOptions, accel: str, vars_file: Path | Non
         cmd += ["-drive", f"file={iso},format=raw,if=none,id=boot,snapshot=on",
                 "-device", "qemu-xhci,id=xhci",
                 "-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0"]  # fmt: skip
+    for i, disk in enumerate(opts.disks):
+        cmd += ["-drive", f"file={disk},format=raw,if=virtio,snapshot=on,index={i + 1}"]
     return cmd
 
 
-# Stages recognised on the console, in boot order: (name, pattern).
+# Stages recognised on the console, in boot order: (name, pattern). "firmware" is QEMU's start.
 STAGES = [
+    ("firmware", re.compile(r"SeaBIOS|BdsDxe")),
     ("boot loader", re.compile(r"ISOLINUX|GRUB|Loading Xen")),
     ("xen", re.compile(r"\(XEN\) Xen version")),
     ("dom0 kernel", re.compile(r"Linux version \d")),
     ("dom0 userspace", re.compile(r"systemd\[1\]|Welcome to Debian|live-boot")),
     ("ready", re.compile(re.escape(READY_MARKER))),
 ]
+EXPECTED_NEXT = {
+    "firmware": "the boot loader (ISOLINUX on BIOS, GRUB on UEFI) to start from the medium",
+    "boot loader": "Xen to start: (XEN) Xen version ...",
+    "xen": "Xen to start the dom0 kernel: Linux version ...",
+    "dom0 kernel": "the dom0 initramfs to find the live medium and start systemd",
+    "dom0 userspace": "xendomains to start the guests and the XENLIVE-READY line",
+    "ready": "every autostart guest in state running",
+}
 FAILURES = [
     re.compile(r"Panic on CPU"),
     re.compile(r"Kernel panic"),
@@ -157,17 +179,24 @@ class BootResult:
     stages: dict[str, float] = field(default_factory=dict)
     ready: dict[str, object] | None = None
     tail: list[str] = field(default_factory=list)
+    screenshots: list[str] = field(default_factory=list)
+
+    @property
+    def expected_next(self) -> str:
+        return EXPECTED_NEXT.get(self.stage, "")
 
     def as_dict(self) -> dict[str, object]:
         return {
             "passed": self.passed,
             "stage": self.stage,
+            "expected_next": None if self.passed else self.expected_next,
             "reason": self.reason,
             "accel": self.accel,
             "seconds": round(self.seconds, 1),
             "stages": {k: round(v, 1) for k, v in self.stages.items()},
             "ready": self.ready,
             "tail": self.tail,
+            "screenshots": self.screenshots,
         }
 
 
@@ -186,25 +215,117 @@ def judge_ready(ready: dict[str, object]) -> str | None:
     return "guests not running: " + "; ".join(bad) if bad else None
 
 
-def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, console_log: Path | None = None) -> BootResult:
-    """Boot headless and watch the serial console until XENLIVE-READY, a failure, or the timeout."""
+def choose_accel(accel: str) -> str:
+    if accel == "auto":
+        return "kvm" if kvm_works() else "tcg"
+    if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        raise UsageError("--accel kvm: /dev/kvm is not usable here", hint="use --accel auto or tcg")
+    return accel
+
+
+@contextmanager
+def _machine(iso: Path, opts: BootOptions, *, interactive: bool = False) -> Iterator[tuple[list[str], Path, str]]:
+    """A temporary directory with the UEFI variable store and QMP socket, and the QEMU command."""
     if not iso.is_file():
         raise UsageError(f"{iso}: no such ISO file")
-    accel = opts.accel
-    if accel == "auto":
-        accel = "kvm" if kvm_works() else "tcg"
+    accel = choose_accel(opts.accel)
     with tempfile.TemporaryDirectory(prefix="xenlive-qemu-") as tmp:
         vars_file = None
         if opts.firmware == FirmwareKind.UEFI:
             vars_file = Path(tmp) / "OVMF_VARS.fd"
             shutil.copyfile(find_ovmf().vars_template, vars_file)
-        cmd = qemu_command(iso.resolve(), opts, accel, vars_file)
+        qmp = Path(tmp) / "qmp.sock"
+        cmd = qemu_command(iso.resolve(), opts, accel, vars_file, None if interactive else qmp, interactive)
         log.debug("+ %s", " ".join(cmd))
-        with _spawn(cmd) as proc:
-            return _watch(proc, timeout, accel, console_log)
+        yield cmd, qmp, accel
 
 
-def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_log: Path | None) -> BootResult:
+def boot_interactive(iso: Path, opts: BootOptions) -> int:
+    """Boot with the serial console on this terminal (Ctrl-A X quits QEMU); QEMU's exit status."""
+    with _machine(iso, opts, interactive=True) as (cmd, _qmp, accel):
+        log.info("booting %s (%s, %s/%s); quit with Ctrl-A X", iso, accel, opts.firmware, opts.media)
+        proc = subprocess.Popen(cmd, start_new_session=False)
+        try:
+            return proc.wait()
+        finally:
+            _terminate(proc)
+
+
+def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path | None = None) -> BootResult:
+    """Boot headless and watch the serial console until XENLIVE-READY, a failure, or the timeout.
+
+    With a report directory: the full console log (console.log), and screenshots of the boot
+    menu (menu.png) and of the screen at the end (end.png).
+    """
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+    with _machine(iso, opts) as (cmd, qmp, accel), _spawn(cmd) as proc:
+        shots = Screenshots(qmp, report_dir) if report_dir is not None else None
+        result = _watch(proc, timeout, accel, report_dir / "console.log" if report_dir else None, shots)
+        if shots is not None:
+            shots.take("end")
+            result.screenshots = shots.taken
+        return result
+
+
+class Screenshots:
+    """PNG screen dumps through QMP: the boot menu once the boot loader shows it, and the end."""
+
+    MENU_DELAY = 1.0  # seconds after the boot loader's first line, so the menu is drawn
+
+    def __init__(self, socket_path: Path, directory: Path) -> None:
+        self.socket_path = socket_path
+        self.directory = directory
+        self.taken: list[str] = []
+        self.menu_due: float | None = None
+
+    def on_stage(self, stage: str, now: float) -> None:
+        if stage == "boot loader" and self.menu_due is None:
+            self.menu_due = now + self.MENU_DELAY
+
+    def poll(self, now: float) -> None:
+        if self.menu_due is not None and now >= self.menu_due and "menu" not in {Path(t).stem for t in self.taken}:
+            self.take("menu")
+
+    def take(self, name: str) -> None:
+        target = self.directory / f"{name}.png"
+        try:
+            qmp_command(self.socket_path, "screendump", {"filename": str(target), "format": "png"})
+        except (OSError, ValueError) as e:
+            log.debug("screendump %s failed: %s", name, e)
+            return
+        if target.exists():
+            self.taken.append(str(target))
+
+
+def qmp_command(socket_path: Path, command: str, arguments: dict[str, object], timeout: float = 10.0) -> object:
+    """Send one QMP command and return its result (raises OSError or ValueError on failure)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(socket_path))
+        reader = sock.makefile("rb")
+
+        def receive() -> dict[str, object]:
+            while True:
+                line = reader.readline()
+                if not line:
+                    raise OSError("QMP connection closed")
+                message = json.loads(line)
+                if "event" not in message:
+                    return dict(message)
+
+        receive()  # greeting
+        sock.sendall(b'{"execute": "qmp_capabilities"}\n')
+        receive()
+        sock.sendall(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
+        reply = receive()
+        if "error" in reply:
+            raise ValueError(f"QMP {command}: {reply['error']}")
+        return reply.get("return")
+
+
+def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_log: Path | None,
+           shots: Screenshots | None = None) -> BootResult:  # fmt: skip
     start = time.monotonic()
     tail: deque[str] = deque(maxlen=50)
     stages: dict[str, float] = {}
@@ -220,10 +341,13 @@ def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_lo
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         while True:
-            remaining = timeout - (time.monotonic() - start)
+            now = time.monotonic()
+            if shots is not None:
+                shots.poll(now)
+            remaining = timeout - (now - start)
             if remaining <= 0:
                 return result(False, f"timed out after {timeout:.0f} s")
-            readable, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+            readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
             if not readable:
                 if proc.poll() is not None:
                     return result(False, f"QEMU exited with status {proc.returncode}")
@@ -244,6 +368,8 @@ def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_lo
                     if name not in stages and pattern.search(line):
                         stages[name] = time.monotonic() - start
                         log.info("    %6.1f s  %s", stages[name], name)
+                        if shots is not None:
+                            shots.on_stage(name, time.monotonic())
                 for pattern in FAILURES:
                     if pattern.search(line):
                         return result(False, f"failure on the console: {line.strip()}")

@@ -1,0 +1,83 @@
+"""`xenlive test`: one boot or the bios/uefi x cdrom/usb matrix, with JSON and JUnit reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.qemu import BootOptions, BootResult, FirmwareKind, MediaKind, boot_and_wait
+
+MATRIX = [(f, m) for f in FirmwareKind for m in MediaKind]
+
+
+@dataclass
+class Run:
+    firmware: FirmwareKind
+    media: MediaKind
+    result: BootResult
+    report_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.firmware}-{self.media}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"firmware": str(self.firmware), "media": str(self.media), "report_dir": str(self.report_dir),
+                **self.result.as_dict()}  # fmt: skip
+
+
+def default_jobs(cpus_per_run: int) -> int:
+    """As many boots at once as the cores allow: each QEMU runs one thread per virtual CPU under TCG."""
+    return max(1, (os.cpu_count() or 1) // max(1, cpus_per_run))
+
+
+def run_boots(iso: Path, combos: list[tuple[FirmwareKind, MediaKind]], opts: BootOptions, timeout: float,
+              report_root: Path, jobs: int) -> list[Run]:  # fmt: skip
+    """Boot each firmware/media combination (in parallel up to `jobs`), each with its own report dir."""
+
+    def one(combo: tuple[FirmwareKind, MediaKind]) -> Run:
+        firmware, media = combo
+        run_opts = dataclasses.replace(opts, firmware=firmware, media=media)
+        report_dir = report_root / f"{firmware}-{media}"
+        result = boot_and_wait(iso, run_opts, timeout, report_dir)
+        run = Run(firmware, media, result, report_dir)
+        (report_dir / "result.json").write_text(json.dumps(run.as_dict(), indent=2) + "\n")
+        return run
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, combos))
+
+
+def summary_table(runs: list[Run]) -> str:
+    rows = [("firmware/media", "verdict", "time", "accel", "stage", "reason")]
+    for run in runs:
+        r = run.result
+        rows.append((f"{run.firmware}/{run.media}", "PASS" if r.passed else "FAIL", f"{r.seconds:.0f} s",
+                     r.accel, r.stage, r.reason))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    )
+
+
+def write_junit(runs: list[Run], path: Path, iso: Path) -> None:
+    """A JUnit XML file: one test case per boot, failures carrying the stage, reason and console tail."""
+    failures = sum(not run.result.passed for run in runs)
+    suite = ET.Element("testsuite", name=f"xenlive boot {iso.name}", tests=str(len(runs)), failures=str(failures),
+                       errors="0", time=f"{sum(run.result.seconds for run in runs):.1f}")  # fmt: skip
+    for run in runs:
+        r = run.result
+        case = ET.SubElement(suite, "testcase", classname="xenlive.boot", name=run.name, time=f"{r.seconds:.1f}")
+        stages = "\n".join(f"{name}: {seconds:.1f} s" for name, seconds in r.stages.items())
+        if not r.passed:
+            failure = ET.SubElement(case, "failure", message=f"{r.stage}: {r.reason}")
+            failure.text = f"expected next: {r.expected_next}\n" + "\n".join(r.tail)
+        ET.SubElement(case, "system-out").text = f"accel: {r.accel}\n{stages}\nreport: {run.report_dir}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
