@@ -15,7 +15,7 @@ import yaml
 
 from builder import __version__
 from builder.context import cache_root
-from builder.errors import BootTestFailed, VerifyFailed, XenliveError
+from builder.errors import BootTestFailed, UsageError, VerifyFailed, XenliveError
 from builder.log import setup_logging
 from builder.profile import load_profile, to_data
 
@@ -52,34 +52,129 @@ def build(profile: str | None, output: Path | None) -> None:
 @cli.command()
 @click.argument("profile")
 def show(profile: str) -> None:
-    """Print the resolved PROFILE (defaults filled in) as YAML."""
-    click.echo(yaml.safe_dump(to_data(load_profile(profile)), sort_keys=False), nl=False)
+    """Print the resolved PROFILE (extends merged, defaults filled in) as YAML."""
+    text = yaml.safe_dump(to_data(load_profile(profile)), sort_keys=False, allow_unicode=True, width=1000)
+    click.echo(text, nl=False)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of profiles (also shipped as schema/xenlive-profile.schema.json)."""
+    from builder.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", help="Profile name (default: the directory's name).")
+def init(directory: Path, name: str | None) -> None:
+    """Scaffold a new profile in DIRECTORY: profile.yaml and an overlay/ tree."""
+    from builder.scaffold import scaffold
+
+    for created in scaffold(directory, name):
+        click.echo(created)
+
+
+@cli.command()
+def profiles() -> None:
+    """List the profiles in ./profiles and the built-in ones, with their descriptions."""
+    from builder.scaffold import list_profiles
+
+    for entry in list_profiles(Path("profiles")):
+        click.echo(f"{entry.name:<16} {entry.origin:<9} {entry.description}")
+
+
+def _boot_options(f):  # type: ignore[no-untyped-def]
+    """Options shared by `test` and `boot`."""
+    options = [
+        click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True),
+        click.option("--media", type=click.Choice(["cdrom", "usb"]), default="cdrom", show_default=True),
+        click.option("--memory", type=click.IntRange(min=256), default=2048, show_default=True, help="MiB."),
+        click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True),
+        click.option("--cpu", help="QEMU CPU model (default: host under KVM, qemu64,+svm under TCG)."),
+        click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True),
+        click.option("--disk", "disks", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Extra raw disk (repeatable; writes are discarded)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _options(firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
+             disks: tuple[Path, ...], display: bool = False) -> Any:  # fmt: skip
+    from builder import qemu
+
+    return qemu.BootOptions(firmware=qemu.FirmwareKind(firmware), media=qemu.MediaKind(media), memory_mib=memory,
+                            cpus=cpus, cpu=cpu, accel=accel, disks=disks, display=display)  # fmt: skip
+
+
+@cli.command()
+@click.argument("target")
+@_boot_options
+@click.option("--matrix", is_flag=True, help="Boot bios/uefi x cdrom/usb and summarise.")
+@click.option("--timeout", type=click.IntRange(min=1), default=900, show_default=True, help="Seconds per boot.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Boots at once with --matrix (default: cores / cpus).")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Console logs, screenshots, result.json (default: ./xenlive-test/NAME).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def test(target: str, firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
+         disks: tuple[Path, ...], matrix: bool, timeout: int, jobs: int | None, report_dir: Path | None,
+         junit: Path | None, as_json: bool) -> None:  # fmt: skip
+    """Boot TARGET (an ISO, or a profile to build first) headless until every autostart guest runs."""
+    from builder import boottest, qemu
+
+    iso = Path(target)
+    if iso.suffix.lower() != ".iso":
+        iso = _build_for_test(target)
+    elif not iso.is_file():
+        raise UsageError(f"{iso}: no such ISO file")
+    opts = _options(firmware, media, memory, cpus, cpu, accel, disks)
+    combos = boottest.MATRIX if matrix else [(qemu.FirmwareKind(firmware), qemu.MediaKind(media))]
+    report_root = report_dir or Path("xenlive-test") / iso.stem
+    runs = boottest.run_boots(iso, combos, opts, timeout, report_root, jobs or boottest.default_jobs(cpus))
+    if junit:
+        boottest.write_junit(runs, junit, iso)
+    if as_json:
+        report = [run.as_dict() for run in runs]
+        click.echo(json.dumps(report if matrix else report[0], indent=2))
+    click.echo(boottest.summary_table(runs), err=True)
+    failed = [run for run in runs if not run.result.passed]
+    for run in failed:
+        r = run.result
+        click.echo(f"\n{run.firmware}/{run.media}: reached {r.stage}; expected next: {r.expected_next}", err=True)
+        click.echo(f"last console lines (full log: {run.report_dir / 'console.log'}):", err=True)
+        for line in r.tail:
+            click.echo(f"  | {line}", err=True)
+    if failed:
+        names = ", ".join(f"{run.firmware}/{run.media}" for run in failed)
+        raise BootTestFailed(f"{iso} did not pass the boot test ({names})")
+
+
+def _build_for_test(target: str) -> Path:
+    """`xenlive test PROFILE`: build it first (the cache makes an unchanged rebuild quick)."""
+    from builder.pipeline import build as run_build
+
+    model = load_profile(target)
+    output = Path(f"{model.name}.iso")
+    run_build(model, output, cache_root())
+    return output
 
 
 @cli.command()
 @click.argument("iso", type=click.Path(path_type=Path))
-@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True)
-@click.option("--media", type=click.Choice(["cdrom", "usb"]), default="cdrom", show_default=True)
-@click.option("--timeout", type=click.IntRange(min=1), default=900, show_default=True, help="Seconds.")
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
-@click.option("--log", "console_log", type=click.Path(dir_okay=False, path_type=Path), help="Save the console.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def test(iso: Path, firmware: str, media: str, timeout: int, accel: str, console_log: Path | None,
-         as_json: bool) -> None:  # fmt: skip
-    """Boot ISO headless in QEMU and wait until every autostart guest runs."""
+@_boot_options
+@click.option("--display", is_flag=True, help="Show the screen in a window as well.")
+def boot(iso: Path, firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
+         disks: tuple[Path, ...], display: bool) -> None:  # fmt: skip
+    """Boot ISO interactively: its serial console (menus included) on this terminal; Ctrl-A X quits."""
     from builder import qemu
 
-    opts = qemu.BootOptions(firmware=qemu.FirmwareKind(firmware), media=qemu.MediaKind(media), accel=accel)
-    result = qemu.boot_and_wait(iso, opts, timeout, console_log)
-    if as_json:
-        click.echo(json.dumps({"iso": str(iso), "firmware": firmware, "media": media, **result.as_dict()}, indent=2))
-    verdict = "PASS" if result.passed else "FAIL"
-    click.echo(f"{verdict} {firmware}/{media} ({result.accel}, {result.seconds:.0f} s): {result.reason}", err=True)
-    if not result.passed:
-        click.echo(f"stage reached: {result.stage}; last console lines:", err=True)
-        for line in result.tail:
-            click.echo(f"  | {line}", err=True)
-        raise BootTestFailed(f"{iso} did not pass the boot test ({firmware}/{media})")
+    status = qemu.boot_interactive(iso, _options(firmware, media, memory, cpus, cpu, accel, disks, display))
+    if status not in (0, 1):  # QEMU exits 0 on quit, 1 on a guest-initiated power-off with -no-reboot
+        raise XenliveError(f"QEMU exited with status {status}")
 
 
 @cli.command()
@@ -95,6 +190,66 @@ def verify(iso: Path) -> None:
         raise VerifyFailed(f"{iso}: {len(problems)} problem(s) found")
     click.echo(f"{iso}: OK")
 
+
+
+@cli.command()
+@click.argument("iso", type=click.Path(path_type=Path))
+@click.argument("target")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (needed when stdin is not a terminal).")
+@click.option("--no-verify", is_flag=True, help="Skip reading the medium back and comparing sha256.")
+@click.option("--force", is_flag=True, help="Allow a disk that is not removable (never the system disk).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def burn(iso: Path, target: str, yes: bool, no_verify: bool, force: bool, as_json: bool) -> None:
+    """Write ISO to TARGET: a USB stick or SD card (/dev/sdX), a CD/DVD drive (/dev/srN),
+    an image file, or stdio:FILE (an image file written through the CD/DVD path)."""
+    from builder import media
+    from builder.errors import UsageError
+
+    def confirm(description: str) -> bool:
+        click.echo(description, err=True)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"will not overwrite {target} without confirmation: stdin is not a terminal",
+                hint="pass --yes to confirm non-interactively",
+            )
+        answer: str = click.prompt("Type 'yes' to write", default="", show_default=False, err=True)
+        return answer.strip().lower() == "yes"
+
+    bar = media.TerminalProgress(sys.stderr, target) if sys.stderr.isatty() else None
+    try:
+        result = media.burn(iso, target, confirm=confirm, force=force, verify=not no_verify, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        check = "verified" if result.verified else "NOT verified (--no-verify)"
+        click.echo(f"done: wrote {iso} to {result.target} ({result.size} bytes, {check}, sha256 {result.sha256})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
+def devices(as_json: bool) -> None:
+    """List the removable disks and optical drives that burn would write to."""
+    from builder.devices import Host, acceptable_devices, human_size
+
+    accepted = []
+    for device, problems in acceptable_devices(Host()):
+        if problems:
+            log.info("skipping %s (%s): %s", device.path, device.model or "unknown model", "; ".join(problems))
+        else:
+            accepted.append(device)
+    if as_json:
+        click.echo(json.dumps([d.as_dict() for d in accepted], indent=2))
+        return
+    if not accepted:
+        log.info("no removable disk or optical drive is ready to be written")
+    for d in accepted:
+        kind = "optical" if d.optical else d.transport or "disk"
+        click.echo(f"{d.path}\t{human_size(d.size)}\t{kind}\t{d.model or '(unknown model)'}")
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the CLI and turn errors into messages and exit codes."""
