@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,61 @@ def devices(as_json: bool) -> None:
     for d in accepted:
         kind = "optical" if d.optical else d.transport or "disk"
         click.echo(f"{d.path}\t{human_size(d.size)}\t{kind}\t{d.model or '(unknown model)'}")
+
+@cli.group("cache")
+def cache_group() -> None:
+    """Inspect and clean the build cache (under $XDG_CACHE_HOME/xenlive)."""
+
+
+@cache_group.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+def cache_ls(as_json: bool) -> None:
+    """List cache entries with their size and last use."""
+    from builder import cache
+
+    found = cache.entries(cache_root())
+    if as_json:
+        rows = [{"kind": e.kind, "key": e.key, "size": e.size, "last_used": int(e.last_used),
+                 "complete": e.complete, "path": str(e.path)} for e in found]  # fmt: skip
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for e in found:
+        state = "" if e.complete else "  (incomplete)"
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        click.echo(f"{e.kind:<8} {e.key:<26} {e.size / 2**20:8.0f} MiB  {used}{state}")
+    click.echo(f"{len(found)} entries, {sum(e.size for e in found) / 2**20:.0f} MiB in {cache_root()}", err=True)
+
+
+@cache_group.command("prune")
+@click.option("--older-than", "days", type=click.FloatRange(min=0), default=30, show_default=True,
+              help="Remove entries not used for this many days (and leftovers of interrupted builds).")
+def cache_prune(days: float) -> None:
+    """Remove entries not used recently."""
+    from builder import cache
+
+    _remove_entries([e for e in cache.entries(cache_root())
+                     if not e.complete or time.time() - e.last_used > days * 86400])  # fmt: skip
+
+
+@cache_group.command("clear")
+def cache_clear() -> None:
+    """Remove every cache entry not in use by a running build."""
+    from builder import cache
+
+    _remove_entries(cache.entries(cache_root()))
+
+
+def _remove_entries(found: list[Any]) -> None:
+    from builder import cache
+
+    freed = 0
+    for e in found:
+        if cache.remove(cache_root(), e):
+            freed += e.size
+        else:
+            click.echo(f"{e.kind}/{e.key}: in use by a running build, kept", err=True)
+    click.echo(f"freed {freed / 2**20:.0f} MiB")
+
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the CLI and turn errors into messages and exit codes."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from builder import cache
 from builder.context import BuildContext, source_date_epoch
+from builder.errors import XenliveError
 from builder.log import step
 from builder.profile import Firmware, Profile, to_data
 from builder.run import require_tools
@@ -38,7 +39,8 @@ def build(profile: Profile, output: Path, cache_dir: Path) -> BuildContext:
     require_tools(required_tools(profile))
     epoch = source_date_epoch()
     (cache_dir / "work").mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="build-", dir=cache_dir / "work"))
+    cache.clean_stale_workdirs(cache_dir)
+    workdir = Path(tempfile.mkdtemp(prefix=f"build-{os.getpid()}-", dir=cache_dir / "work"))
     ctx = BuildContext(profile=profile, output=output.resolve(), workdir=workdir, cache_dir=cache_dir,
                        epoch=epoch)  # fmt: skip
     try:
@@ -57,12 +59,33 @@ def build(profile: Profile, output: Path, cache_dir: Path) -> BuildContext:
             install_bootloaders(ctx)
         with step("manifest", ctx.timings):
             write_manifest(ctx)
+        enforce_size_limit(ctx, _tree_size(ctx.staging))
         with step("master ISO", ctx.timings):
             master_iso(ctx)
+        enforce_size_limit(ctx, ctx.output.stat().st_size, written=ctx.output)
         write_beside_iso(ctx)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return ctx
+
+
+def _tree_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def enforce_size_limit(ctx: BuildContext, size: int, written: Path | None = None) -> None:
+    """media.size_limit: checked on the medium's files before mastering (no output is written when
+    they are already too big), and on the ISO itself after, removing an ISO that does not fit."""
+    limit = ctx.profile.media.size_limit
+    if limit is None or size <= limit:
+        return
+    if written is not None:
+        written.unlink(missing_ok=True)
+    what = "the ISO" if written is not None else "the medium's files"
+    raise XenliveError(
+        f"{what} take {size} bytes, more than media.size_limit ({limit} bytes)",
+        hint="raise media.size_limit (e.g. dvd-5) or drop packages and guests",
+    )
 
 
 def write_manifest(ctx: BuildContext) -> None:

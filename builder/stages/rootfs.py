@@ -77,21 +77,19 @@ def squashfs_command(tree: Path, output: Path, excludes: list[str] | None = None
 
 def build_rootfs(ctx: BuildContext) -> None:
     key = rootfs_key(ctx)
-    entry = cache.lookup(ctx.cache_dir, "rootfs", key)
-    ctx.cache_hits["rootfs"] = entry is not None
-    if entry is None:
-        tmp = cache.begin(ctx.cache_dir, "rootfs", key)
-        try:
-            log.info("    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
-            run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
-            log.info("    mksquashfs (zstd)")
-            run(squashfs_command(tmp / "tree", tmp / "base.squashfs", SQUASHFS_EXCLUDES),
-                env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})  # fmt: skip
-        except BaseException:
-            cache.abandon(tmp)
-            raise
-        entry = cache.commit(ctx.cache_dir, "rootfs", key, tmp)
-    else:
+
+    def make(tmp: Path) -> list[str]:
+        log.info("    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
+        run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+        log.info("    mksquashfs (zstd)")
+        run(squashfs_command(tmp / "tree", tmp / "base.squashfs", SQUASHFS_EXCLUDES),
+            env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})  # fmt: skip
+        sealed = ["base.squashfs", "tree/var/lib/dpkg/status"]
+        return sealed + [f"tree/boot/{p.name}" for p in (tmp / "tree/boot").iterdir() if p.is_file()]
+
+    entry, cached = cache.obtain(ctx.cache_dir, "rootfs", key, make)
+    ctx.cache_hits["rootfs"] = cached
+    if cached:
         log.info("    reusing cached dom0 base %s", key)
     ctx.rootfs = entry / "tree"
     ctx.base_squashfs = entry / "base.squashfs"
