@@ -161,6 +161,8 @@ EXPECTED_NEXT = {
     "dom0 userspace": "xendomains to start the guests and the XENLIVE-READY line",
     "ready": "every autostart guest in state running",
 }
+FAILURE_CONTEXT_SECONDS = 3.0  # after a failure line, read this long for the lines that explain it
+FAILURE_CONTEXT_LINES = 2
 FAILURES = [
     re.compile(r"Panic on CPU"),
     re.compile(r"Kernel panic"),
@@ -333,9 +335,15 @@ def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_lo
     log_file = console_log.open("wb") if console_log else None
     stage_names = [name for name, _ in STAGES]
 
+    failure: list[str] = []  # the failure line, then the lines after it that explain it
+    failure_deadline = 0.0
+
     def result(passed: bool, reason: str, ready: dict[str, object] | None = None) -> BootResult:
         reached = max(stages, key=stage_names.index) if stages else "firmware"
         return BootResult(passed, reached, reason, accel, time.monotonic() - start, stages, ready, list(tail))
+
+    def failed() -> BootResult:
+        return result(False, "failure on the console: " + " ".join(failure))
 
     try:
         assert proc.stdout is not None
@@ -344,18 +352,20 @@ def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_lo
             now = time.monotonic()
             if shots is not None:
                 shots.poll(now)
+            if failure and (now >= failure_deadline or len(failure) >= FAILURE_CONTEXT_LINES):
+                return failed()
             remaining = timeout - (now - start)
             if remaining <= 0:
                 return result(False, f"timed out after {timeout:.0f} s")
             readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
             if not readable:
                 if proc.poll() is not None:
-                    return result(False, f"QEMU exited with status {proc.returncode}")
+                    return failed() if failure else result(False, f"QEMU exited with status {proc.returncode}")
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 proc.wait()
-                return result(False, f"QEMU exited with status {proc.returncode}")
+                return failed() if failure else result(False, f"QEMU exited with status {proc.returncode}")
             if log_file:
                 log_file.write(chunk)
                 log_file.flush()
@@ -370,9 +380,15 @@ def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_lo
                         log.info("    %6.1f s  %s", stages[name], name)
                         if shots is not None:
                             shots.on_stage(name, time.monotonic())
-                for pattern in FAILURES:
-                    if pattern.search(line):
-                        return result(False, f"failure on the console: {line.strip()}")
+                if failure:
+                    text = line.replace("(XEN)", "").strip(" *")
+                    if text:
+                        failure.append(text)
+                    continue
+                if any(pattern.search(line) for pattern in FAILURES):
+                    failure = [line.replace("(XEN)", "").strip()]
+                    failure_deadline = time.monotonic() + FAILURE_CONTEXT_SECONDS
+                    continue
                 if READY_MARKER in line:
                     payload = line.split(READY_MARKER, 1)[1].strip()
                     try:

@@ -74,13 +74,17 @@ def test_watch_reports_stages_and_ready(tmp_path):
 
 def test_watch_fails_fast_on_panic_and_keeps_tail():
     proc = _fake_boot("import time\nprint('(XEN) Xen version 4.17', flush=True)\n"
-                      "print('(XEN) Panic on CPU 0:', flush=True)\ntime.sleep(30)\n")  # fmt: skip
+                      "print('(XEN) Panic on CPU 0:', flush=True)\n"
+                      "print('(XEN) Could not construct domain 0', flush=True)\n"
+                      "print('(XEN) ****************************************', flush=True)\n"
+                      "time.sleep(30)\n")  # fmt: skip
     try:
         result = qemu._watch(proc, 20, "tcg", None)
     finally:
         qemu._terminate(proc)
     assert not result.passed and result.stage == "xen"
-    assert "Panic on CPU" in result.reason and result.tail[-1] == "(XEN) Panic on CPU 0:"
+    assert result.reason == "failure on the console: Panic on CPU 0: Could not construct domain 0"
+    assert result.tail[-1] == "(XEN) ****************************************"
     assert result.seconds < 10
 
 

@@ -60,12 +60,12 @@ def boot_model(profile: Profile) -> list[BootEntry]:
     xen_args = _join(XEN_CONSOLE, profile.xen.cmdline)
     dom0_args = _join(LIVE_ARGS, DOM0_CONSOLE, profile.dom0.cmdline)
     return [
-        BootEntry("xen", f"{profile.name}: Xen with dom0 and guests", XEN_PATH, xen_args,
+        BootEntry("xen", "Xen with dom0 and guests", XEN_PATH, xen_args,
                   KERNEL_PATH, dom0_args, INITRD_PATH),
-        BootEntry("safe", f"{profile.name}: Xen safe mode (no guests, one dom0 CPU, no IOMMU)", XEN_PATH,
+        BootEntry("safe", "Xen safe mode (no guests, 1 dom0 CPU, no IOMMU)", XEN_PATH,
                   _join(xen_args, "dom0_max_vcpus=1 iommu=0"), KERNEL_PATH,
                   _join(dom0_args, "xenlive.safe nomodeset"), INITRD_PATH),
-        BootEntry("linux", f"{profile.name}: Linux without Xen", None, "", KERNEL_PATH,
+        BootEntry("linux", "Linux without Xen", None, "", KERNEL_PATH,
                   _join(LIVE_ARGS, BARE_CONSOLE, profile.dom0.cmdline), INITRD_PATH),
     ]  # fmt: skip
 
