@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""xenlive benchmarks: run by hand (not in CI), print JSON with medians of several runs.
+
+    python bench/bench.py build [--runs N] [--cold]   build times, rebuilds, mastering vs xorriso, memory
+    python bench/bench.py boot  [--runs N] [ISO]      boot-to-READY per stage under QEMU
+
+The machine is shared and noisy: quote medians, and compare with xorriso in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from builder import cache, qemu  # noqa: E402
+from builder.context import BuildContext, cache_root  # noqa: E402
+from builder.pipeline import build, write_manifest  # noqa: E402
+from builder.profile import load_profile  # noqa: E402
+from builder.stages.boot import install_bootloaders  # noqa: E402
+from builder.stages.customize import customize  # noqa: E402
+from builder.stages.guests import build_guests  # noqa: E402
+from builder.stages.iso import master_iso  # noqa: E402
+from builder.stages.rootfs import build_rootfs, rootfs_key  # noqa: E402
+from builder.stages.squash import squash  # noqa: E402
+from builder.stages.xen import install_xen  # noqa: E402
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def timed(fn, *args, **kwargs) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def bench_build(runs: int, cold: bool) -> dict[str, object]:
+    profile = load_profile(None)
+    out = Path(tempfile.mkdtemp(prefix="xenlive-bench-"))
+    results: dict[str, object] = {"runs": runs}
+    try:
+        if cold:
+            cold_cache = out / "cold-cache"
+            results["cold_build_s"] = round(timed(build, profile, out / "cold.iso", cold_cache), 1)
+            shutil.rmtree(cold_cache)
+        cache_dir = cache_root()
+        build(profile, out / "warm.iso", cache_dir)  # warm the cache
+        results["rebuild_unchanged_s"] = median([timed(build, profile, out / "r.iso", cache_dir) for _ in range(runs)])
+        results["rebuild_overlay_edit_s"] = median(
+            [timed(_overlay_edit_build, profile, out, cache_dir, i) for i in range(runs)]
+        )
+        results.update(_mastering(profile, out, cache_dir, runs))
+        results["peak_rss_mib_xenlive_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
+def _overlay_edit_build(profile, out: Path, cache_dir: Path, i: int) -> None:  # type: ignore[no-untyped-def]
+    """An overlay-only edit: a copy of the default overlay with one file changed."""
+    import dataclasses
+
+    overlay = out / f"overlay-{i}"
+    shutil.copytree(profile.base_dir / profile.dom0.overlays[0], overlay, dirs_exist_ok=True)
+    (overlay / "etc/bench-edit").write_text(f"edit {i} {time.time()}\n")
+    edited = dataclasses.replace(profile, dom0=dataclasses.replace(profile.dom0, overlays=(overlay,)))
+    build(edited, out / "edit.iso", cache_dir)
+
+
+def _mastering(profile, out: Path, cache_dir: Path, runs: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Master the same staged tree with xenlive (pycdlib) and with xorriso -as mkisofs, alternately."""
+    work = out / "work"
+    ctx = BuildContext(profile=profile, output=out / "m.iso", workdir=work, cache_dir=cache_dir,
+                       epoch=int(time.time()))  # fmt: skip
+    work.mkdir()
+    build_rootfs(ctx)
+    ctx.build_id = cache.input_hash({"bench": rootfs_key(ctx)})
+    for stage in (install_xen, customize, build_guests, squash, install_bootloaders, write_manifest):
+        stage(ctx)
+    xorriso_cmd = [
+        "xorriso", "-as", "mkisofs", "-quiet", "-o", str(out / "x.iso"), "-V", profile.media.label, "-R", "-J",
+        "-isohybrid-mbr", "/usr/lib/ISOLINUX/isohdpfx.bin",
+        "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4",
+        "-boot-info-table", "-eltorito-alt-boot", "-e", "boot/grub/efi.img", "-no-emul-boot",
+        "-isohybrid-gpt-basdat", str(ctx.staging),
+    ]  # fmt: skip
+    ours, theirs = [], []
+    for _ in range(runs):
+        os.sync()
+        ours.append(timed(master_iso, ctx))
+        os.sync()
+        theirs.append(timed(subprocess.run, xorriso_cmd, check=True))
+    return {
+        "staged_tree_mib": round(sum(p.stat().st_size for p in ctx.staging.rglob("*") if p.is_file()) / 2**20),
+        "master_xenlive_s": median(ours),
+        "master_xorriso_s": median(theirs),
+    }
+
+
+def bench_boot(runs: int, iso: Path | None) -> dict[str, object]:
+    if iso is None:
+        iso = Path(tempfile.mkdtemp(prefix="xenlive-bench-")) / "default.iso"
+        build(load_profile(None), iso, cache_root())
+    per_stage: dict[str, list[float]] = {}
+    for _ in range(runs):
+        result = qemu.boot_and_wait(iso, qemu.BootOptions(), 900)
+        if not result.passed:
+            return {"error": result.reason, "stage": result.stage}
+        for stage, seconds in result.stages.items():
+            per_stage.setdefault(stage, []).append(seconds)
+    return {"runs": runs, "accel": result.accel, "median_s_per_stage": {k: median(v) for k, v in per_stage.items()},
+            "all_ready_s": per_stage.get("ready")}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--runs", type=int, default=5)
+    b.add_argument("--cold", action="store_true", help="also time a build with an empty cache (downloads)")
+    t = sub.add_parser("boot")
+    t.add_argument("--runs", type=int, default=3)
+    t.add_argument("iso", nargs="?", type=Path)
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    result = bench_build(args.runs, args.cold) if args.what == "build" else bench_boot(args.runs, args.iso)
+    print(json.dumps({"benchmark": args.what, **result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
