@@ -36,7 +36,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @click.argument("profile", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="ISO to write.")
-def build(profile: str | None, output: Path | None) -> None:
+@click.option("--ignore-check", "ignore_checks", multiple=True, metavar="ID",
+              help="Build even if hardware check ID fails (repeatable).")
+def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ...]) -> None:
     """Build PROFILE (default: profiles/default.yaml) into a bootable ISO."""
     from builder.pipeline import build as run_build
 
@@ -44,10 +46,24 @@ def build(profile: str | None, output: Path | None) -> None:
     output = output or Path(f"{model.name}.iso")
     if output.is_dir():
         raise click.BadParameter(f"{output} is a directory", param_hint="-o/--output")
-    ctx = run_build(model, output, cache_root())
+    ctx = run_build(model, output, cache_root(), ignore_checks=ignore_checks)
     for stage, seconds in ctx.timings.items():
         log.info("%-22s %7.1f s", stage, seconds)
     click.echo(f"{output} ({output.stat().st_size / 2**20:.0f} MiB)")
+
+
+@cli.command()
+@click.argument("profile", required=False)
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="A machine from the hardware database (repeatable; 'all' for every one).")
+@click.option("--host", is_flag=True, help="Check against this machine (from /proc and /sys).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--list", "list_all", is_flag=True, help="List the checks and the known targets, then exit.")
+def check(profile: str | None, targets: tuple[str, ...], host: bool, as_json: bool, list_all: bool) -> None:
+    """Check whether PROFILE's image will run on the given machines (exit 3 on an error)."""
+    from builder.checks.command import run_check_command
+
+    run_check_command(profile, targets, host=host, as_json=as_json, list_all=list_all)
 
 
 @cli.command()
@@ -190,7 +206,6 @@ def verify(iso: Path) -> None:
     if problems:
         raise VerifyFailed(f"{iso}: {len(problems)} problem(s) found")
     click.echo(f"{iso}: OK")
-
 
 
 @cli.command()

@@ -71,5 +71,9 @@ class VerifyFailed(XenliveError):
     """`xenlive verify` found the ISO different from what its manifest describes."""
 
 
+class MediaError(XenliveError):
+    """Writing an image to a medium was refused or failed; the medium must not be trusted."""
+
+
 class BootTestFailed(XenliveError):
     """An image booted in QEMU did not reach XENLIVE-READY with every guest running."""

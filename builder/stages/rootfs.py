@@ -23,12 +23,42 @@ REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs"]
 STAGE_VERSION = 1  # bump when the way the tree is made changes
 
 # Files that go on the medium itself, not into the squashfs.
-SQUASHFS_EXCLUDES = ["boot/initrd.img-*", "boot/vmlinuz-*", "boot/xen-*.gz", "boot/xen-*.efi", "boot/System.map-*"]
+MEDIUM_FILES = ["boot/initrd.img-*", "boot/vmlinuz-*", "boot/xen-*.gz", "boot/xen-*.efi", "boot/System.map-*"]
+# Never read pseudo file systems: a /proc left mounted in the tree makes mksquashfs block on
+# /proc/kmsg. (Not part of the cache key: a clean tree has these directories empty anyway.)
+PSEUDO_FS = ["proc/*", "sys/*"]
+SQUASHFS_EXCLUDES = MEDIUM_FILES + PSEUDO_FS
 DPKG_OPTIONS = [
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
 ]
+
+
+def mounts_below(root: Path) -> list[Path]:
+    """Mount points at or under `root`, deepest first (from /proc/self/mountinfo)."""
+    root = root.resolve()
+    found = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        point = Path(line.split()[4].encode().decode("unicode_escape"))
+        if point == root or root in point.parents:
+            found.append(point)
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount_below(root: Path) -> None:
+    """Unmount what mmdebstrap (or a maintainer script) left mounted in the tree.
+
+    mmdebstrap only warns when it cannot unmount /proc (something in the chroot still used it); a
+    mount left there would be squashed or, worse, deleted through when the cache entry is removed.
+    """
+    for point in mounts_below(root):
+        log.warning("    %s is still mounted after mmdebstrap; unmounting it", point)
+        run(["umount", "--lazy", point], check=False)
 
 
 def dom0_packages(extra: tuple[str, ...]) -> list[str]:
@@ -46,7 +76,7 @@ def rootfs_key(ctx: BuildContext) -> str:
             "suite": dom0.suite,
             "mirror": dom0.mirror,
             "packages": sorted(dom0_packages(dom0.packages)),
-            "excludes": SQUASHFS_EXCLUDES,
+            "excludes": MEDIUM_FILES,
             "dpkg": DPKG_OPTIONS,
         }
     )
@@ -80,7 +110,10 @@ def build_rootfs(ctx: BuildContext) -> None:
 
     def make(tmp: Path) -> list[str]:
         log.info("    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
-        run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+        try:
+            run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+        finally:
+            unmount_below(tmp / "tree")
         log.info("    mksquashfs (zstd)")
         run(squashfs_command(tmp / "tree", tmp / "base.squashfs", SQUASHFS_EXCLUDES),
             env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})  # fmt: skip
