@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,8 +50,16 @@ def run_boots(iso: Path, combos: list[tuple[FirmwareKind, MediaKind]], opts: Boo
         (report_dir / "result.json").write_text(json.dumps(run.as_dict(), indent=2) + "\n")
         return run
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, combos))
+    if jobs <= 1 or len(combos) == 1:
+        return [one(combo) for combo in combos]  # in this thread, so Ctrl-C lands inside the boot loop
+    stop = threading.Event()
+    opts = dataclasses.replace(opts, stop=stop)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            return list(pool.map(one, combos))
+        except BaseException:
+            stop.set()  # the other boots end their QEMU and return; then the pool can shut down
+            raise
 
 
 def summary_table(runs: list[Run]) -> str:

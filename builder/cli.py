@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -322,9 +323,16 @@ def _remove_entries(found: list[Any]) -> None:
     click.echo(f"freed {freed / 2**20:.0f} MiB")
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the CLI and turn errors into messages and exit codes."""
     debug = os.environ.get("XENLIVE_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv)
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so cleanup (QEMU, temporary files) runs in `finally`.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         return cli.main(args=argv, prog_name="xenlive", standalone_mode=False)
     except click.exceptions.Abort:

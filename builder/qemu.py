@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -108,6 +109,7 @@ class BootOptions:
     cpu: str | None = None  # QEMU -cpu model; default: host under KVM, TCG_CPU under TCG
     disks: tuple[Path, ...] = ()  # extra raw disks (writes go to a temporary snapshot)
     display: bool = False  # a window instead of a headless screen
+    stop: threading.Event | None = None  # set to end a headless boot early (another boot was interrupted)
 
 
 def qemu_command(iso: Path, opts: BootOptions, accel: str, vars_file: Path | None,
@@ -263,7 +265,7 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
         report_dir.mkdir(parents=True, exist_ok=True)
     with _machine(iso, opts) as (cmd, qmp, accel), _spawn(cmd) as proc:
         shots = Screenshots(qmp, report_dir) if report_dir is not None else None
-        result = _watch(proc, timeout, accel, report_dir / "console.log" if report_dir else None, shots)
+        result = _watch(proc, timeout, accel, report_dir / "console.log" if report_dir else None, shots, opts.stop)
         if shots is not None:
             shots.take("end")
             result.screenshots = shots.taken
@@ -327,7 +329,7 @@ def qmp_command(socket_path: Path, command: str, arguments: dict[str, object], t
 
 
 def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_log: Path | None,
-           shots: Screenshots | None = None) -> BootResult:  # fmt: skip
+           shots: Screenshots | None = None, stop: threading.Event | None = None) -> BootResult:  # fmt: skip
     start = time.monotonic()
     tail: deque[str] = deque(maxlen=50)
     stages: dict[str, float] = {}
@@ -352,6 +354,8 @@ def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_lo
             now = time.monotonic()
             if shots is not None:
                 shots.poll(now)
+            if stop is not None and stop.is_set():
+                return result(False, "stopped: another boot was interrupted")
             if failure and (now >= failure_deadline or len(failure) >= FAILURE_CONTEXT_LINES):
                 return failed()
             remaining = timeout - (now - start)
@@ -411,7 +415,14 @@ def _clean(raw: bytes) -> str:
 
 @contextmanager
 def _spawn(cmd: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    """Start QEMU in its own process group and make sure the group is gone afterwards."""
+    """Start QEMU in its own process group and make sure the group is gone afterwards.
+
+    Ctrl-C and SIGTERM reach us, not QEMU (its own session), and end here through `finally`; if
+    xenlive is killed outright, setpriv's parent-death signal takes QEMU down with it.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     try:

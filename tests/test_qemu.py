@@ -113,3 +113,34 @@ def test_find_ovmf_reads_descriptors(tmp_path, monkeypatch):
     (tmp_path / "60-plain.json").unlink()
     with pytest.raises(qemu.MissingToolError, match="no UEFI firmware"):
         qemu.find_ovmf()
+
+
+@pytest.mark.parametrize("extra", [[], ["--matrix", "--jobs", "2"]], ids=["single", "matrix"])
+def test_sigterm_to_xenlive_ends_qemu_and_cleans_up(tmp_path, extra):
+    """A fake qemu-system-x86_64 that never ends: SIGTERM to xenlive must take every QEMU down too."""
+    import os
+    import signal
+    import time
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    qemu_script = fake_bin / "qemu-system-x86_64"
+    qemu_script.write_text(f"#!/bin/sh\necho $$ >> {tmp_path}/qemu.pids\necho SeaBIOS\nexec sleep 600\n")
+    qemu_script.chmod(0o755)
+    iso = tmp_path / "x.iso"
+    iso.write_bytes(b"\0" * 4096)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "test", str(iso), "--accel", "tcg",
+                             "--report-dir", str(tmp_path / "r"), *extra], env=env, stderr=subprocess.PIPE)  # fmt: skip
+    pids = tmp_path / "qemu.pids"
+    for _ in range(100):
+        if pids.exists() and len(pids.read_text().split()) >= (2 if extra else 1):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 130
+    time.sleep(0.5)
+    for pid in pids.read_text().split():
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text(), f"QEMU {pid} still running"
+    assert not list(tmp_path.glob("xenlive-qemu-*")), "temporary directory left behind"
