@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from builder import cache
+from builder.checks.gate import gate
 from builder.context import BuildContext, source_date_epoch
 from builder.errors import XenliveError
 from builder.log import step
@@ -35,7 +36,7 @@ def required_tools(profile: Profile) -> list[str]:
     return tools
 
 
-def build(profile: Profile, output: Path, cache_dir: Path) -> BuildContext:
+def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[str, ...] = ()) -> BuildContext:
     require_tools(required_tools(profile))
     epoch = source_date_epoch()
     (cache_dir / "work").mkdir(parents=True, exist_ok=True)
@@ -44,8 +45,12 @@ def build(profile: Profile, output: Path, cache_dir: Path) -> BuildContext:
     ctx = BuildContext(profile=profile, output=output.resolve(), workdir=workdir, cache_dir=cache_dir,
                        epoch=epoch)  # fmt: skip
     try:
+        with step("hardware checks (static)", ctx.timings):
+            gate(ctx, ignore_checks, built=False)
         with step("dom0 base system", ctx.timings):
             build_rootfs(ctx)
+        with step("hardware checks (built files)", ctx.timings):
+            gate(ctx, ignore_checks, built=True)
         ctx.build_id = cache.input_hash({"profile": to_data(profile), "rootfs": rootfs.rootfs_key(ctx)})
         with step("Xen and dom0 kernel", ctx.timings):
             install_xen(ctx)

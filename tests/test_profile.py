@@ -23,7 +23,9 @@ def test_default_profile_loads_with_its_guest_and_overlay():
     assert [g.name for g in profile.guests] == ["tiny"]
     guest = profile.guests[0]
     assert (guest.type, guest.memory, guest.kernel, guest.initrd) == (GuestType.PV, 128, "dom0", "busybox")
-    assert profile.dom0.overlays == ((REPO / "overlays/welcome").resolve(),)
+    # Kept as written, relative to the profile: `show` and the build id must not depend on the checkout's place.
+    assert profile.dom0.overlays == (Path("../overlays/welcome"),)
+    assert (profile.base_dir / profile.dom0.overlays[0]).resolve() == REPO / "overlays/welcome"
 
 
 def test_builtin_name_resolves_to_profiles_dir():
@@ -144,5 +146,117 @@ def test_to_data_round_trips_through_yaml(write_profile, tmp_path):
 
     profile = load_profile(None)
     data = to_data(profile)
-    again = load_profile(write_profile(yaml.safe_dump(data)))
+    (tmp_path / "overlays").symlink_to(REPO / "overlays")
+    (tmp_path / "profiles").mkdir()
+    again = load_profile(write_profile(yaml.safe_dump(data), "profiles/p.yaml"))
     assert to_data(again) == data
+
+
+# --- extends, vars, files, settings ---------------------------------------------------------------
+
+
+def test_extends_merges_maps_replaces_lists_and_appends_with_plus(write_profile, tmp_path):
+    write_profile(
+        "name: parent\ndescription: from the parent\ndom0:\n  hostname: parent\n  packages: [vim]\n"
+        "  keyboard: {model: jp106, layout: jp}\nguests:\n  - name: a\n",
+        "parent.yaml",
+    )
+    path = write_profile(
+        "name: child\nextends: parent.yaml\ndom0:\n  keyboard: {layout: us}\n  packages+: [htop]\n"
+        "guests:\n  - name: b\n"
+    )
+    profile = load_profile(path)
+    assert profile.description == "from the parent"
+    assert profile.dom0.hostname == "parent"
+    assert (profile.dom0.keyboard.model, profile.dom0.keyboard.layout) == ("jp106", "us")
+    assert profile.dom0.packages[:2] == ("vim", "htop")
+    assert [g.name for g in profile.guests] == ["b"]
+
+
+def test_several_parents_merge_in_order_and_builtin_names_work(write_profile):
+    write_profile("name: one\ndom0: {hostname: one, locale: ja_JP.UTF-8}\n", "one.yaml")
+    path = write_profile("name: child\nextends: [default, one.yaml]\n")
+    profile = load_profile(path)
+    assert profile.dom0.hostname == "one" and profile.dom0.locale == "ja_JP.UTF-8"
+    assert [g.name for g in profile.guests] == ["tiny"]  # from the built-in default
+    # The parent's relative overlay path is rebased onto the child's directory, still relative.
+    assert not profile.dom0.overlays[0].is_absolute()
+    assert (profile.base_dir / profile.dom0.overlays[0]).resolve() == REPO / "overlays/welcome"
+
+
+def test_error_in_a_parent_names_the_parents_file(write_profile, tmp_path):
+    write_profile("name: parent\nguests:\n  - name: a\n    memory: lots\n", "parent.yaml")
+    path = write_profile("name: child\nextends: parent.yaml\n")
+    assert problems(path) == [f'{tmp_path / "parent.yaml"}:4:13: guests[0].memory: expected a size in MiB or like '
+                              '"256M", "1G", got \'lots\'']  # fmt: skip
+
+
+def test_extends_cycle_and_missing_parent_point_at_the_extends_line(write_profile, tmp_path):
+    write_profile("name: b\nextends: p.yaml\n", "b.yaml")
+    path = write_profile("name: a\nextends:\n  - b.yaml\n  - gone.yaml\n")
+    msgs = problems(path)
+    assert msgs[0].startswith(f"{tmp_path / 'b.yaml'}:2:10: extends: extends cycle: ")
+    assert msgs[1] == f"{path}:4:5: extends: parent profile not found: gone.yaml"
+
+
+def test_vars_and_files_render(write_profile, tmp_path):
+    (tmp_path / "t.j2").write_text("{{ vars.site }}/{{ profile.name }}\n")
+    path = write_profile(
+        "name: lab\nvars: {site: tsukuba, n: 3}\ndom0:\n  files:\n"
+        "    - {path: /etc/site, template: t.j2, mode: '0600', owner: root}\n"
+        "    - {path: /etc/plain, content: hi, mode: 0755}\n"
+    )
+    profile = load_profile(path)
+    assert profile.vars == {"site": "tsukuba", "n": 3}
+    assert profile.dom0.files[0].template == Path("t.j2") and profile.dom0.files[0].mode == "0600"
+    assert profile.dom0.files[1].mode == "0755"  # YAML 1.1 octal read from the text, not as 493
+
+
+def test_template_error_is_caught_at_load_with_the_templates_line(write_profile, tmp_path):
+    (tmp_path / "t.j2").write_text("ok\n{{ vars.nothere }}\n")
+    path = write_profile("name: lab\ndom0:\n  files:\n    - {path: /etc/x, template: t.j2}\n")
+    (msg,) = problems(path)
+    assert msg.startswith(f"{path}:4:32: dom0.files[0].template: template error: ")
+    assert msg.endswith("t.j2:2: 'dict object' has no attribute 'nothere'")
+
+
+def test_plain_text_password_is_refused_but_hash_and_lock_are_fine(write_profile):
+    path = write_profile("name: lab\ndom0:\n  users:\n    - {name: root, password: secret}\n")
+    (msg,) = problems(path)
+    assert "dom0.users[0].password: a plain-text password is refused" in msg
+    ok = write_profile("name: lab\ndom0:\n  users:\n    - {name: root, password: '!'}\n"
+                       "    - {name: ops, password: '$6$saltsalt$abcdefghijklmnopqrstuv'}\n", "ok.yaml")  # fmt: skip
+    assert [u.name for u in load_profile(ok).dom0.users] == ["root", "ops"]
+
+
+def test_finalize_adds_what_the_settings_need(write_profile):
+    path = write_profile(
+        "name: lab\ndom0:\n  locale: ja_JP.UTF-8\n  keyboard: {model: jp106, layout: jp}\n"
+        "  packages: [vim, openssh-server]\n  remove_packages: [vim]\n"
+    )
+    dom0 = load_profile(path).dom0
+    assert dom0.packages == ("openssh-server", "locales", "keyboard-configuration", "console-setup")
+    assert dom0.services == ("systemd-networkd.service",)
+
+
+def test_media_size_limit_by_name_or_bytes(write_profile):
+    assert load_profile(write_profile("name: a\nmedia: {size_limit: dvd-9}\n")).media.size_limit == 8_543_666_176
+    assert load_profile(write_profile("name: a\nmedia: {size_limit: 1000}\n", "b.yaml")).media.size_limit == 1000
+
+
+@pytest.mark.parametrize("name", ["default", "xenoppix", "lab"])
+def test_shipped_profiles_load(name):
+    profile = load_profile(name)
+    assert profile.name == name and profile.description
+
+
+def test_xenoppix_is_japanese_with_several_guests():
+    profile = load_profile("xenoppix")
+    assert profile.dom0.locale == "ja_JP.UTF-8" and profile.dom0.keyboard.model == "jp106"
+    assert len(profile.guests) >= 3 and profile.dom0.network.bridge == "xenbr0"
+
+
+def test_lab_extends_default_and_appends_a_guest():
+    profile = load_profile("lab")
+    assert [g.name for g in profile.guests] == ["tiny", "worker"]
+    assert "ssh.service" in profile.dom0.services and "openssh-server" in profile.dom0.packages

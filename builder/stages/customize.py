@@ -1,42 +1,83 @@
-"""The top layer over dom0's base: xenlive's own services, then the profile's overlays.
+"""The top layer over dom0's base: xenlive's own services, the profile's dom0 settings, overlays, files.
 
 Kept apart from the base layer so that an overlay edit rebuilds only this small layer.
+
+How settings are applied, and why:
+
+- Accounts are written at build time as complete /etc/passwd, shadow, group and gshadow files,
+  computed from the base tree's own files (ctx.rootfs) plus the profile's users. The base layer owns
+  those files, so fragments cannot work; a first-boot `useradd` would also work, but it costs boot
+  time under TCG, cannot be unit-tested, and a getty with autologin may race it. Computing the files
+  is deterministic and the tests can compare them line by line.
+- The top layer is squashed with -all-root, so ownership cannot travel in it. The owners that are
+  not root (home directories, /etc/shadow's group, `files[].owner`) go into /etc/xenlive/owners and
+  a small first-boot oneshot (xenlive-setup, POSIX sh: dom0 has no Python) applies them.
+- Locale data is compiled at build time with the base tree's own localedef (in a chroot, as we build
+  as root), so the live system needs no locale-gen run at every boot and glibc's data matches.
+- Keyboard, locale, time zone and network are plain configuration files read by console-setup,
+  systemd and systemd-networkd at boot.
 """
 
 from __future__ import annotations
 
-import configparser
 import logging
 import os
 import shutil
+import tempfile
+from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from builder.context import BuildContext
-from builder.errors import ProfileError
+from builder.errors import ProfileError, XenliveError
+from builder.profile import Profile, User, overlay_escapes
+from builder.profile import template_context as profile_template_context
+from builder.run import run
 from builder.templating import render, render_file
 
 log = logging.getLogger(__name__)
 
+FIRST_UID = 1000
+UNIT_DIRS = ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system")
+
 
 def template_context(ctx: BuildContext) -> dict[str, Any]:
-    profile = ctx.profile
-    return {
-        "profile": profile,
-        "autostart": [g.name for g in profile.guests if g.autostart],
-    }
+    return profile_template_context(ctx.profile)
+
+
+@dataclass
+class Owners:
+    """Ownership the -all-root top layer cannot carry: `chown` lines for xenlive-setup at first boot."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, uid: int, gid: int, path: str, recursive: bool = False) -> None:
+        self.lines.append(f"{'R' if recursive else 'F'} {uid}:{gid} {path}")
 
 
 def customize(ctx: BuildContext) -> None:
     ctx.top.mkdir(parents=True, exist_ok=True)
+    profile = ctx.profile
     context = template_context(ctx)
     _copy_builtin(resources.files("builder").joinpath("templates/dom0"), "dom0", ctx.top, context)
-    for overlay in ctx.profile.dom0.overlays:
+    owners = Owners()
+    base = ctx.rootfs
+    write_accounts(profile, base, ctx.top, owners)
+    write_locale(profile, ctx.top)
+    write_network(profile, ctx.top)
+    if base is not None:
+        generate_locale(profile.dom0.locale, base, ctx.top)
+    for overlay in profile.dom0.overlays:
         log.info("    overlay %s", overlay)
-        apply_overlay(overlay, ctx.top, context)
+        apply_overlay(profile.base_dir / overlay, ctx.top, context)
+    write_files(profile, ctx.top, context, owners, _accounts(ctx.top, base))
+    (ctx.top / "etc/xenlive").mkdir(parents=True, exist_ok=True)
+    (ctx.top / "etc/xenlive/owners").write_text("".join(f"{line}\n" for line in owners.lines))
     enable_units(ctx.top)
+    for unit in profile.dom0.services:
+        enable_service(unit, ctx.top, base)
 
 
 def _copy_builtin(src: Traversable, template_dir: str, dest: Path, context: dict[str, Any]) -> None:
@@ -53,6 +94,29 @@ def _copy_builtin(src: Traversable, template_dir: str, dest: Path, context: dict
             os.chmod(target, 0o755 if "/usr/lib/" in f"/{template_dir}/" else 0o644)
 
 
+def install_section(unit_file: Path) -> dict[str, list[str]]:
+    """The [Install] section of a unit, each key's values from all its lines.
+
+    systemd accumulates repeated keys (networkd's unit has three `Also=` lines); configparser would
+    keep only the last one, so this reads the section by hand.
+    """
+    values: dict[str, list[str]] = {}
+    section = ""
+    for raw in unit_file.read_text().splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif section == "Install" and "=" in line:
+            key, _, value = line.partition("=")
+            if value.strip():
+                values.setdefault(key.strip(), []).extend(value.split())
+            else:
+                values[key.strip()] = []  # an empty assignment resets the list, as in systemd
+    return values
+
+
 def enable_units(root: Path) -> None:
     """Do what `systemctl enable` does for units in /etc/systemd/system: link them into WantedBy targets.
 
@@ -64,10 +128,7 @@ def enable_units(root: Path) -> None:
     for unit in sorted(units.glob("*.service")) + sorted(units.glob("*.timer")):
         if unit.is_symlink():
             continue
-        parser = configparser.ConfigParser(strict=False, interpolation=None)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
-        parser.read_string(unit.read_text())
-        for target in parser.get("Install", "WantedBy", fallback="").split():
+        for target in install_section(unit).get("WantedBy", []):
             wants = units / f"{target}.wants"
             wants.mkdir(exist_ok=True)
             link = wants / unit.name
@@ -75,29 +136,339 @@ def enable_units(root: Path) -> None:
                 link.symlink_to(f"../{unit.name}")
 
 
+def find_unit(name: str, top: Path, base: Path | None) -> tuple[Path, str] | None:
+    """The unit file (and its path inside dom0) in the top layer first, then the base tree."""
+    for tree in (top, base):
+        if tree is None:
+            continue
+        for directory in UNIT_DIRS:
+            candidate = tree / directory / name
+            if candidate.is_file():
+                return candidate, f"/{directory}/{name}"
+    return None
+
+
+def enable_service(name: str, top: Path, base: Path | None, _seen: set[str] | None = None) -> None:
+    """`systemctl enable NAME` for a unit of the base tree or the top layer: WantedBy, RequiredBy, Alias, Also."""
+    seen = _seen if _seen is not None else set()
+    if name in seen:
+        return
+    seen.add(name)
+    found = find_unit(name, top, base)
+    if found is None:
+        raise ProfileError(
+            [f"dom0.services: unit {name!r} is not in dom0"], hint="is the package that ships it in dom0.packages?"
+        )
+    unit_file, in_dom0 = found
+    install = install_section(unit_file)
+    units = top / "etc/systemd/system"
+    for key, suffix in (("WantedBy", "wants"), ("RequiredBy", "requires")):
+        for target in install.get(key, []):
+            _link(units / f"{target}.{suffix}" / name, in_dom0)
+    for alias in install.get("Alias", []):
+        _link(units / alias, in_dom0)
+    for also in install.get("Also", []):
+        enable_service(also, top, base, seen)
+
+
+def _link(link: Path, target: str) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink() and not link.exists():
+        link.symlink_to(target)
+
+
+# --- accounts -------------------------------------------------------------------------------------
+
+
+def _read_table(path: Path) -> list[list[str]]:
+    return [line.split(":") for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _write_table(path: Path, rows: list[list[str]], mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(":".join(row) + "\n" for row in rows))
+    os.chmod(path, mode)
+
+
+def write_accounts(profile: Profile, base: Path | None, top: Path, owners: Owners) -> None:
+    """Complete account files from the base tree's plus the profile's users (see the module docstring)."""
+    if not profile.dom0.users:
+        return
+    if base is None:
+        raise XenliveError("dom0 users need the base tree's account files (the rootfs stage has not run)")
+    passwd = _read_table(base / "etc/passwd")
+    shadow = _read_table(base / "etc/shadow")
+    group = _read_table(base / "etc/group")
+    gshadow = _read_table(base / "etc/gshadow")
+    lastchg = next((row[2] for row in shadow if row[0] == "root" and len(row) > 2), "0")
+    used_uids = {int(row[2]) for row in passwd if len(row) > 2 and row[2].isdigit()}
+    used_gids = {int(row[2]) for row in group if len(row) > 2 and row[2].isdigit()}
+    used_uids |= {u.uid for u in profile.dom0.users if u.uid is not None}
+    for i, user in enumerate(profile.dom0.users):
+        where = f"dom0.users[{i}]"
+        existing = next((row for row in passwd if row[0] == user.name), None)
+        if user.name == "root":
+            assert existing is not None
+            existing[4], existing[6] = user.comment or existing[4], user.shell
+            uid, gid, home = 0, 0, "/root"
+        else:
+            if existing is not None:
+                raise ProfileError([f"{where}.name: {user.name!r} is a system account of dom0; pick another name"])
+            uid = user.uid if user.uid is not None else _next_free(used_uids)
+            used_uids.add(uid)
+            gid = uid if uid not in used_gids else _next_free(used_gids)
+            used_gids.add(gid)
+            home = f"/home/{user.name}"
+            passwd.append([user.name, "x", str(uid), str(gid), user.comment, home, user.shell])
+            shadow.append([user.name, "", lastchg, "0", "99999", "7", "", "", ""])
+            group.append([user.name, "x", str(gid), ""])
+            gshadow.append([user.name, "!", "", ""])
+            _make_home(base, top / home.lstrip("/"))
+            owners.add(uid, gid, home, recursive=True)
+        for row in shadow:
+            if row[0] == user.name:
+                row[1] = user.password
+        for name in user.groups:
+            _add_member(group, gshadow, name, user.name, f"{where}.groups")
+        if user.ssh_keys:
+            ssh = top / home.lstrip("/") / ".ssh"
+            ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(ssh, 0o700)
+            keys = ssh / "authorized_keys"
+            keys.write_text("".join(f"{key}\n" for key in user.ssh_keys))
+            os.chmod(keys, 0o600)
+            owners.add(uid, gid, f"{home}/.ssh", recursive=True)
+    shadow_gid = next((int(row[2]) for row in group if row[0] == "shadow"), 0)
+    _write_table(top / "etc/passwd", passwd, 0o644)
+    _write_table(top / "etc/group", group, 0o644)
+    _write_table(top / "etc/shadow", shadow, 0o640)
+    _write_table(top / "etc/gshadow", gshadow, 0o640)
+    owners.add(0, shadow_gid, "/etc/shadow")
+    owners.add(0, shadow_gid, "/etc/gshadow")
+
+
+def _next_free(used: set[int]) -> int:
+    candidate = FIRST_UID
+    while candidate in used:
+        candidate += 1
+    return candidate
+
+
+def _add_member(group: list[list[str]], gshadow: list[list[str]], name: str, member: str, where: str) -> None:
+    for table, column in ((group, 3), (gshadow, 3)):
+        row = next((r for r in table if r[0] == name), None)
+        if row is None:
+            if table is group:
+                raise ProfileError([f"{where}: group {name!r} does not exist in dom0"])
+            continue
+        members = [m for m in row[column].split(",") if m]
+        if member not in members:
+            row[column] = ",".join([*members, member])
+
+
+def _make_home(base: Path, home: Path) -> None:
+    skel = base / "etc/skel"
+    if skel.is_dir():
+        shutil.copytree(skel, home, symlinks=True, dirs_exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+
+
+def _accounts(top: Path, base: Path | None) -> dict[str, tuple[int, int]]:
+    """Users to (uid, gid) and ":group" to (-1, gid), from the account files in effect in dom0."""
+
+    def table(name: str) -> list[list[str]]:
+        for tree in (top, base):
+            if tree is not None and (tree / name).is_file():
+                return _read_table(tree / name)
+        return []
+
+    users = {row[0]: (int(row[2]), int(row[3])) for row in table("etc/passwd") if len(row) > 3}
+    groups = {row[0]: int(row[2]) for row in table("etc/group") if len(row) > 2}
+    users.setdefault("root", (0, 0))
+    return {**{f":{g}": (-1, gid) for g, gid in groups.items()}, **users}
+
+
+# --- locale, time zone, keyboard, network ---------------------------------------------------------
+
+
+def write_locale(profile: Profile, top: Path) -> None:
+    dom0 = profile.dom0
+    etc = top / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "default").mkdir(exist_ok=True)
+    (etc / "default/locale").write_text(f"LANG={dom0.locale}\n")
+    (etc / "locale.conf").write_text(f"LANG={dom0.locale}\n")
+    (etc / "timezone").write_text(f"{dom0.timezone}\n")
+    localtime = etc / "localtime"
+    if localtime.is_symlink() or localtime.exists():
+        localtime.unlink()
+    localtime.symlink_to(f"/usr/share/zoneinfo/{dom0.timezone}")
+    kb = dom0.keyboard
+    (etc / "default/keyboard").write_text(
+        "# Written by xenlive from the profile's dom0.keyboard; console-setup reads it at boot.\n"
+        f'XKBMODEL="{kb.model}"\nXKBLAYOUT="{kb.layout}"\nXKBVARIANT="{kb.variant}"\nXKBOPTIONS="{kb.options}"\n'
+        'BACKSPACE="guess"\n'
+    )
+
+
+def locale_dir_name(locale: str) -> str:
+    """The directory glibc looks for: ja_JP.UTF-8 -> ja_JP.utf8 (codeset lowercased, without dashes)."""
+    name, _, modifier = locale.partition("@")
+    lang, _, codeset = name.partition(".")
+    result = f"{lang}.{codeset.lower().replace('-', '')}" if codeset else lang
+    return f"{result}@{modifier}" if modifier else result
+
+
+def locale_charmap(locale: str, base: Path) -> str:
+    """The charmap Debian pairs with a locale in /usr/share/i18n/SUPPORTED."""
+    supported = base / "usr/share/i18n/SUPPORTED"
+    if not supported.is_file():
+        raise XenliveError(f"dom0 has no {supported.name} list; is the locales package installed?")
+    for line in supported.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == locale:
+            return parts[1]
+    raise ProfileError([f"dom0.locale: {locale!r} is not a locale Debian supports (see /usr/share/i18n/SUPPORTED)"])
+
+
+def generate_locale(locale: str, base: Path, top: Path) -> None:
+    """Compile the locale with dom0's own localedef into the top layer's /usr/lib/locale/NAME/.
+
+    localedef writes a directory when its output names a path; it runs in a chroot of the base
+    tree (whose glibc reads the data) and writes to a private temporary directory there, which is
+    moved into the top layer and removed, leaving the cached base tree as it was.
+    """
+    if locale in ("C", "POSIX", "C.UTF-8"):
+        return
+    charmap = locale_charmap(locale, base)
+    source = locale.partition(".")[0].partition("@")[0]
+    modifier = locale.partition("@")[2]
+    source = f"{source}@{modifier}" if modifier else source
+    target = top / "usr/lib/locale" / locale_dir_name(locale)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="xenlive-locale-", dir=base / "tmp"))
+    try:
+        inside = f"/tmp/{scratch.name}/{locale_dir_name(locale)}"
+        log.info("    localedef %s (%s)", locale, charmap)
+        run(["chroot", os.fspath(base), "localedef", "--no-archive", "-i", source, "-f", charmap, inside])
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(scratch / locale_dir_name(locale), target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_network(profile: Profile, top: Path) -> None:
+    """systemd-networkd files: the uplink NIC(s) join the bridge, and the bridge carries dom0's address.
+
+    With no interface named, every Ethernet NIC named en* or eth* is an uplink: on the usual one-NIC
+    machine that is the first NIC, and xl's vif-bridge script adds guest vifs (vif*) to the bridge.
+    """
+    net = profile.dom0.network
+    directory = top / "etc/systemd/network"
+    uplink = net.interface or "en* eth*"
+    dhcp = "DHCP=ipv4\n" if net.dhcp else "LinkLocalAddressing=no\n"
+    header = "# Written by xenlive from the profile's dom0.network.\n"
+    if not net.bridge and not net.dhcp:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    if net.bridge:
+        (directory / "10-xenlive-bridge.netdev").write_text(
+            f"{header}[NetDev]\nName={net.bridge}\nKind=bridge\n\n[Bridge]\nSTP=no\nForwardDelaySec=0\n"
+        )
+        (directory / "20-xenlive-uplink.network").write_text(
+            f"{header}[Match]\nName={uplink}\nType=ether\n\n[Network]\nBridge={net.bridge}\n"
+        )
+        (directory / "30-xenlive-bridge.network").write_text(
+            f"{header}[Match]\nName={net.bridge}\n\n[Network]\n{dhcp}\n[Link]\nRequiredForOnline=no\n"
+        )
+    else:
+        (directory / "20-xenlive-uplink.network").write_text(
+            f"{header}[Match]\nName={uplink}\nType=ether\n\n[Network]\n{dhcp}\n[Link]\nRequiredForOnline=no\n"
+        )
+
+
+# --- overlays and files ---------------------------------------------------------------------------
+
+
+def _safe_target(dest: Path, rel: str) -> Path:
+    """dest/rel, refusing a path whose existing parents include a symlink (it would write outside)."""
+    target = dest / rel
+    parent = target.parent
+    real = Path(os.path.realpath(parent))
+    if real != dest.resolve() and dest.resolve() not in real.parents:
+        raise ProfileError([f"{rel}: writing it would follow a symlink out of dom0's tree ({parent} -> {real})"])
+    return target
+
+
 def apply_overlay(root: Path, dest: Path, context: dict[str, Any]) -> None:
     """Copy an overlay tree over `dest`, rendering *.j2 files and keeping modes.
 
-    Symlinks are copied as links (they point into dom0's file system, not the host's), but a
-    file or directory reached through a symlink that leaves the overlay is refused.
+    Symlinks are copied as links (they point into dom0's file system, not the host's); one that
+    climbs out of the overlay, and anything written through a symlinked directory, is refused.
     """
     root = root.resolve()
+    problems = overlay_escapes(root)
+    if problems:
+        raise ProfileError([f"{root.name}: {p}" for p in problems])
+    dest.mkdir(parents=True, exist_ok=True)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel = here.relative_to(root)
-        (dest / rel).mkdir(parents=True, exist_ok=True)
+        if rel != Path("."):
+            _safe_target(dest, rel.as_posix()).mkdir(parents=True, exist_ok=True)
         for name in sorted(filenames) + [d for d in dirnames if (here / d).is_symlink()]:
             src = here / name
-            target = dest / rel / name
+            target = _safe_target(dest, (rel / name).as_posix())
             if src.is_symlink():
                 if target.is_symlink() or target.exists():
                     target.unlink()
                 target.symlink_to(os.readlink(src))
             elif name.endswith(".j2"):
                 target = target.with_suffix("")
+                _unlink_link(target)
                 target.write_text(render_file(src, **context))
                 shutil.copymode(src, target)
-            elif src.is_file():
-                shutil.copy2(src, target)
             else:
-                raise ProfileError([f"{src}: overlays may hold only files, directories and symlinks"])
+                _unlink_link(target)
+                shutil.copy2(src, target)
+
+
+def _unlink_link(target: Path) -> None:
+    """A symlink at the target is replaced, never written through (it may point at the host)."""
+    if target.is_symlink():
+        target.unlink()
+
+
+def write_files(profile: Profile, top: Path, context: dict[str, Any], owners: Owners,
+                accounts: dict[str, tuple[int, int]]) -> None:  # fmt: skip
+    """The profile's inline `files:` entries, after the overlays so they win."""
+    for i, entry in enumerate(profile.dom0.files):
+        rel = PurePosixPath(entry.path).relative_to("/").as_posix()
+        target = _safe_target(top, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _unlink_link(target)
+        if entry.template is not None:
+            text = render_file(profile.base_dir / entry.template, **context)
+        else:
+            text = entry.content or ""
+        target.write_text(text)
+        os.chmod(target, int(entry.mode, 8))
+        user, _, group = entry.owner.partition(":")
+        if (user, group) in (("root", ""), ("root", "root")):
+            continue
+        uid, gid = _owner_ids(user, group, accounts, profile.dom0.users, f"dom0.files[{i}].owner")
+        owners.add(uid, gid, entry.path)
+
+
+def _owner_ids(user: str, group: str, accounts: dict[str, tuple[int, int]], users: tuple[User, ...],
+               where: str) -> tuple[int, int]:  # fmt: skip
+    if user not in accounts:
+        raise ProfileError([f"{where}: user {user!r} does not exist in dom0"])
+    uid, gid = accounts[user]
+    if group:
+        if f":{group}" not in accounts:
+            raise ProfileError([f"{where}: group {group!r} does not exist in dom0"])
+        gid = accounts[f":{group}"][1]
+    return uid, gid

@@ -7,14 +7,66 @@ from pathlib import Path
 import pytest
 
 from builder.context import BuildContext
-from builder.errors import TemplateError
+from builder.errors import ProfileError, TemplateError
 from builder.profile import load_profile
-from builder.stages.customize import apply_overlay, customize
+from builder.stages import customize as customize_module
+from builder.stages.customize import apply_overlay, customize, locale_dir_name
+
+from ..conftest import REPO
+
+HASH = "$y$j9T$abcdefghijklmnop$ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijk12345"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7m0Y9Jq0kq2tX9t0yJ9QeV1bqk6aW2l2uTt0Vn0a1b me@laptop"
+
+
+def fake_base(root: Path) -> Path:
+    """The few files of a Debian base tree that customize reads (accounts, skel, units, locales)."""
+    files = {
+        "etc/passwd": "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "etc/shadow": "root:*:20783:0:99999:7:::\ndaemon:*:20783:0:99999:7:::\nnobody:*:20783:0:99999:7:::\n",
+        "etc/group": "root:x:0:\nsudo:x:27:\nshadow:x:42:\nusers:x:100:\nnogroup:x:65534:\n",
+        "etc/gshadow": "root:*::\nsudo:*::\nshadow:*::\nusers:*::\nnogroup:*::\n",
+        "etc/skel/.bashrc": "# skel\n",
+        "lib/systemd/system/systemd-networkd.service": "[Unit]\n[Install]\nWantedBy=multi-user.target\n"
+        "Also=systemd-networkd.socket\nAlias=dbus-org.freedesktop.network1.service\n# comment\n"
+        "Also=systemd-network-generator.service\n",
+        "lib/systemd/system/systemd-network-generator.service": "[Install]\nWantedBy=sysinit.target\n",
+        "lib/systemd/system/systemd-networkd.socket": "[Install]\nWantedBy=sockets.target\n",
+        "lib/systemd/system/ssh.service": "[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n",
+        "usr/share/i18n/SUPPORTED": "en_US.UTF-8 UTF-8\nja_JP.UTF-8 UTF-8\nja_JP EUC-JP\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "tmp").mkdir()
+    return root
+
+
+def make_ctx(tmp_path: Path, profile_spec: str | Path | None = None) -> BuildContext:
+    ctx = BuildContext(
+        profile=load_profile(profile_spec), output=tmp_path / "o.iso", workdir=tmp_path / "w", cache_dir=tmp_path
+    )
+    ctx.rootfs = fake_base(tmp_path / "base")
+    return ctx
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> BuildContext:
-    return BuildContext(profile=load_profile(None), output=tmp_path / "o.iso", workdir=tmp_path / "w", cache_dir=tmp_path)
+    return make_ctx(tmp_path)
+
+
+class Recorder:
+    """Stands in for builder.run.run (the edge): records commands and plays localedef's part."""
+
+    def __init__(self) -> None:
+        self.commands: list[list[str]] = []
+
+    def __call__(self, cmd: list[str], **kwargs: object) -> None:
+        self.commands.append(cmd)
+        if cmd[:2] == ["chroot", cmd[1]] and cmd[2] == "localedef":
+            out = Path(cmd[1]) / cmd[-1].lstrip("/")
+            out.mkdir(parents=True)
+            (out / "LC_CTYPE").write_bytes(b"data")
 
 
 def test_customize_writes_services_and_default_overlay(ctx):
@@ -28,6 +80,9 @@ def test_customize_writes_services_and_default_overlay(ctx):
     assert (top / "etc/systemd/system/multi-user.target.wants/xenlive-ready.service").exists()
     assert "Autostarted: tiny" in (top / "etc/motd").read_text()
     assert not list(top.rglob("*.j2"))
+    # The default profile has no users: the base layer's account files stay in charge.
+    assert not (top / "etc/passwd").exists()
+    assert (top / "etc/default/locale").read_text() == "LANG=C.UTF-8\n"
 
 
 def test_overlay_keeps_modes_links_and_renders_templates(tmp_path):
@@ -52,7 +107,128 @@ def test_overlay_template_error_names_file_and_line(tmp_path):
         apply_overlay(src, tmp_path / "dest", {})
 
 
+def test_overlay_symlink_climbing_out_is_refused(tmp_path):
+    src = tmp_path / "ov"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc/evil").symlink_to("../../../../etc/passwd")
+    with pytest.raises(ProfileError, match=r"symlink etc/evil -> ../../../../etc/passwd points outside the overlay"):
+        apply_overlay(src, tmp_path / "dest", {})
+
+
+def test_overlay_never_writes_through_a_symlinked_directory(tmp_path):
+    """An earlier layer's link to a host directory must not let a later overlay write into the host."""
+    outside = tmp_path / "host"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "opt").symlink_to(outside)
+    src = tmp_path / "ov"
+    (src / "opt").mkdir(parents=True)
+    (src / "opt/file").write_text("x\n")
+    with pytest.raises(ProfileError, match="would follow a symlink out of dom0's tree"):
+        apply_overlay(src, dest, {})
+    assert not (outside / "file").exists()
+
+
 def test_units_with_install_section_are_enabled(ctx):
     customize(ctx)
     link = ctx.top / "etc/systemd/system/multi-user.target.wants/xenlive-ready.service"
     assert link.is_symlink() and os.readlink(link) == "../xenlive-ready.service"
+
+
+def test_network_bridge_carries_dhcp_and_networkd_is_enabled(ctx):
+    customize(ctx)
+    net = ctx.top / "etc/systemd/network"
+    assert "Name=xenbr0\nKind=bridge" in (net / "10-xenlive-bridge.netdev").read_text()
+    assert "Name=en* eth*\nType=ether\n\n[Network]\nBridge=xenbr0\n" in (net / "20-xenlive-uplink.network").read_text()
+    assert "[Match]\nName=xenbr0\n\n[Network]\nDHCP=ipv4\n" in (net / "30-xenlive-bridge.network").read_text()
+    units = ctx.top / "etc/systemd/system"
+    assert os.readlink(units / "multi-user.target.wants/systemd-networkd.service") == (
+        "/lib/systemd/system/systemd-networkd.service"
+    )
+    assert (
+        os.readlink(units / "sockets.target.wants/systemd-networkd.socket")
+        == "/lib/systemd/system/systemd-networkd.socket"
+    )
+    assert (units / "dbus-org.freedesktop.network1.service").is_symlink()
+    # Both Also= lines count, as in systemd (configparser would keep only the last).
+    assert (units / "sysinit.target.wants/systemd-network-generator.service").is_symlink()
+
+
+def xenoppix_like(write_profile, tmp_path: Path) -> Path:
+    (tmp_path / "motd.j2").write_text("{{ vars.site }} on {{ profile.dom0.hostname }}\n")
+    return write_profile(
+        "name: jp\n"
+        "vars: {site: Tsukuba}\n"
+        "dom0:\n"
+        "  hostname: jp\n"
+        "  locale: ja_JP.UTF-8\n"
+        "  timezone: Asia/Tokyo\n"
+        "  keyboard: {model: jp106, layout: jp}\n"
+        "  services: [ssh.service]\n"
+        "  users:\n"
+        f"    - {{name: root, password: '{HASH}', ssh_keys: ['{KEY}']}}\n"
+        "    - {name: ken, comment: Ken, groups: [sudo, users]}\n"
+        "  files:\n"
+        "    - {path: /etc/motd, template: motd.j2, mode: '0640', owner: 'ken:users'}\n"
+        "    - {path: /usr/local/bin/hi, content: \"#!/bin/sh\\necho hi\\n\", mode: '0755'}\n"
+    )
+
+
+def test_settings_users_files_and_locale(write_profile, tmp_path, monkeypatch):
+    recorder = Recorder()
+    monkeypatch.setattr(customize_module, "run", recorder)
+    ctx = make_ctx(tmp_path, xenoppix_like(write_profile, tmp_path))
+    customize(ctx)
+    top = ctx.top
+    assert (top / "etc/passwd").read_text().splitlines()[-1] == "ken:x:1000:1000:Ken:/home/ken:/bin/bash"
+    shadow = (top / "etc/shadow").read_text().splitlines()
+    assert shadow[0] == f"root:{HASH}:20783:0:99999:7:::"
+    assert shadow[-1] == "ken:!:20783:0:99999:7:::"
+    assert stat.S_IMODE((top / "etc/shadow").stat().st_mode) == 0o640
+    group = (top / "etc/group").read_text().splitlines()
+    assert "sudo:x:27:ken" in group and "users:x:100:ken" in group and group[-1] == "ken:x:1000:"
+    assert (top / "root/.ssh/authorized_keys").read_text() == KEY + "\n"
+    assert (top / "home/ken/.bashrc").read_text() == "# skel\n"
+    assert (top / "etc/xenlive/owners").read_text() == (
+        "R 0:0 /root/.ssh\nR 1000:1000 /home/ken\nF 0:42 /etc/shadow\nF 0:42 /etc/gshadow\nF 1000:100 /etc/motd\n"
+    )
+    assert (top / "etc/motd").read_text() == "Tsukuba on jp\n"
+    assert stat.S_IMODE((top / "usr/local/bin/hi").stat().st_mode) == 0o755
+    assert (top / "etc/default/locale").read_text() == "LANG=ja_JP.UTF-8\n"
+    assert os.readlink(top / "etc/localtime") == "/usr/share/zoneinfo/Asia/Tokyo"
+    assert 'XKBMODEL="jp106"\nXKBLAYOUT="jp"\n' in (top / "etc/default/keyboard").read_text()
+    (cmd,) = recorder.commands
+    assert cmd[:7] == ["chroot", str(ctx.rootfs), "localedef", "--no-archive", "-i", "ja_JP", "-f"]
+    assert cmd[7] == "UTF-8" and cmd[8].endswith("/ja_JP.utf8")
+    assert (top / "usr/lib/locale/ja_JP.utf8/LC_CTYPE").exists()
+    assert list((ctx.rootfs / "tmp").iterdir()) == []  # the cached base tree is left as it was
+    assert (top / "etc/systemd/system/sshd.service").is_symlink()
+    assert "openssh-server" in ctx.profile.dom0.packages
+
+
+def test_unknown_group_is_a_profile_error(write_profile, tmp_path):
+    path = write_profile("name: lab\ndom0:\n  users:\n    - {name: ken, groups: [wheel]}\n")
+    with pytest.raises(ProfileError, match=r"dom0.users\[0\].groups: group 'wheel' does not exist in dom0"):
+        customize(make_ctx(tmp_path, path))
+
+
+def test_unknown_service_is_a_profile_error(write_profile, tmp_path):
+    path = write_profile("name: lab\ndom0:\n  services: [nothere.service]\n")
+    with pytest.raises(ProfileError, match="unit 'nothere.service' is not in dom0"):
+        customize(make_ctx(tmp_path, path))
+
+
+@pytest.mark.parametrize(
+    ("locale", "name"), [("ja_JP.UTF-8", "ja_JP.utf8"), ("ja_JP", "ja_JP"), ("de_DE.UTF-8@euro", "de_DE.utf8@euro")]
+)
+def test_locale_dir_name(locale, name):
+    assert locale_dir_name(locale) == name
+
+
+def test_shipped_profiles_customize(tmp_path, monkeypatch):
+    monkeypatch.setattr(customize_module, "run", Recorder())
+    for name in ("default", "xenoppix", "lab"):
+        ctx = make_ctx(tmp_path / name, REPO / "profiles" / f"{name}.yaml")
+        customize(ctx)
+        assert (ctx.top / "etc/hostname").read_text() == f"{ctx.profile.dom0.hostname}\n"

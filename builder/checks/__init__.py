@@ -1,0 +1,156 @@
+"""Hardware-compatibility checks: named units that say whether an image will run on a machine.
+
+Why a registry of small functions: every rule has a stable id (used in output, in a profile's
+`checks.skip` and in `xenlive build --ignore-check`), a severity, a docstring that says why the
+rule exists, and a remedy. A check is a pure function of (profile, target, built facts), so each
+one is tested with a machine that passes it and one that fails it, without building anything.
+
+Every check is run and every finding collected before anything fails, so a user sees all the
+problems of an image at once (kiwi stops at the first; that is less kind).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from builder.hardware import Target
+from builder.introspect import BuiltFacts
+from builder.profile import Profile
+
+
+class Severity(enum.StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Status(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    UNKNOWN = "unknown"  # the facts the check needs are missing (no build yet, no /proc entry)
+    SKIPPED = "skipped"  # named in checks.skip or --ignore-check
+    PENDING = "pending"  # needs built files; runs again once they exist
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem a check found: what is wrong, and what to change."""
+
+    message: str
+    remedy: str = ""
+    unknown: bool = False
+
+
+def unknown(why: str) -> Finding:
+    """A finding saying the check could not decide, and why."""
+    return Finding(message=why, unknown=True)
+
+
+CheckFn = Callable[[Profile, Target, BuiltFacts], Iterable[Finding]]
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    severity: Severity
+    title: str
+    needs_build: bool
+    fn: CheckFn
+
+    @property
+    def why(self) -> str:
+        return (self.fn.__doc__ or "").strip()
+
+
+REGISTRY: dict[str, Check] = {}
+
+
+def check(*, id: str, severity: Severity, title: str, needs_build: bool = False) -> Callable[[CheckFn], CheckFn]:
+    """Register a check function under a stable id; its docstring is the reason it exists."""
+
+    def register(fn: CheckFn) -> CheckFn:
+        if id in REGISTRY:
+            raise RuntimeError(f"check id {id!r} registered twice")
+        REGISTRY[id] = Check(id=id, severity=severity, title=title, needs_build=needs_build, fn=fn)
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True)
+class Result:
+    check: Check
+    target: str
+    status: Status
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def blocking(self) -> bool:
+        return self.status is Status.FAIL and self.check.severity is Severity.ERROR
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.check.id,
+            "severity": self.check.severity.value,
+            "target": self.target,
+            "status": self.status.value,
+            "findings": [{"message": f.message, "remedy": f.remedy} for f in self.findings],
+        }
+
+
+@dataclass
+class Report:
+    targets: list[Target]
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Result]:
+        return [r for r in self.results if r.blocking]
+
+    def for_target(self, name: str) -> list[Result]:
+        return [r for r in self.results if r.target == name]
+
+
+def all_checks() -> list[Check]:
+    from builder.checks import rules  # noqa: F401  (registers the checks)
+
+    return list(REGISTRY.values())
+
+
+def run_checks(
+    profile: Profile,
+    targets: list[Target],
+    built: BuiltFacts,
+    *,
+    skip: Iterable[str] = (),
+    static_only: bool = False,
+) -> Report:
+    """Run every check on every target; a check that raises is a bug and is not swallowed."""
+    skipped = set(skip)
+    report = Report(targets=targets)
+    for target in targets:
+        for c in all_checks():
+            if c.id in skipped:
+                report.results.append(Result(c, target.name, Status.SKIPPED))
+                continue
+            if static_only and c.needs_build:
+                report.results.append(Result(c, target.name, Status.PENDING))
+                continue
+            findings = tuple(c.fn(profile, target, built))
+            if any(not f.unknown for f in findings):
+                status = Status.FAIL
+                findings = tuple(f for f in findings if not f.unknown)
+            elif findings:
+                status = Status.UNKNOWN
+            else:
+                status = Status.PASS
+            report.results.append(Result(c, target.name, status, findings))
+    return report
+
+
+def unknown_ids(ids: Iterable[str]) -> list[str]:
+    """Ids that name no check (a typo in --ignore-check or checks.skip)."""
+    known = {c.id for c in all_checks()}
+    return [i for i in ids if i not in known]

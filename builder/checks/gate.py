@@ -1,0 +1,64 @@
+"""The checks as a build gate: static ones before the long steps, the rest once dom0 exists.
+
+Why two phases: most mistakes (a guest too big for the machine, an HVM guest for a CPU without
+VT-x, a UEFI-only medium for a BIOS machine) are known from the profile alone and should stop a
+build before minutes of mmdebstrap; the rest need the built kernel, Xen config and modules.
+
+Which machines: the profile's `checks.targets`, else the QEMU machines `xenlive test` boots
+(qemu-bios, qemu-uefi), so a build that passes its gate can pass its own boot test.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from builder.checks import Report, Status, run_checks, unknown_ids
+from builder.checks.facts import gather
+from builder.context import BuildContext
+from builder.errors import CheckFailed, UsageError
+from builder.hardware import QEMU_TARGETS, Target, load_targets
+from builder.profile import Profile
+
+log = logging.getLogger(__name__)
+
+
+def build_targets(profile: Profile) -> list[Target]:
+    checks = getattr(profile, "checks", None)
+    names = tuple(getattr(checks, "targets", ())) or QEMU_TARGETS
+    return load_targets(names)
+
+
+def skipped(profile: Profile, ignore: tuple[str, ...]) -> list[str]:
+    """Check ids not to run: the profile's checks.skip and --ignore-check; a typo is a usage error."""
+    ids = [*getattr(getattr(profile, "checks", None), "skip", ()), *ignore]
+    bad = unknown_ids(ids)
+    if bad:
+        raise UsageError(f"unknown check id {', '.join(map(repr, bad))}", hint="`xenlive check --list` lists them")
+    for i in dict.fromkeys(ids):
+        log.warning("    check %s is skipped on request", i)
+    return ids
+
+
+def gate(ctx: BuildContext, ignore: tuple[str, ...] = (), *, built: bool) -> Report:
+    """Run the checks for this phase; log warnings, raise CheckFailed (exit 3) on any error."""
+    profile = ctx.profile
+    targets = build_targets(profile)
+    skip = skipped(profile, ignore) if not built else [*getattr(profile.checks, "skip", ()), *ignore]
+    facts = gather(profile, ctx.rootfs if built else None, ctx.base_squashfs if built else None)
+    report = run_checks(profile, targets, facts, skip=skip, static_only=not built)
+    for r in report.results:
+        if r.status is Status.FAIL and not r.blocking:
+            for f in r.findings:
+                log.warning("    %s [%s] %s: %s", r.target, r.check.id, f.message, f.remedy)
+    if report.errors:
+        lines = [
+            f"{r.target}: [{r.check.id}] {f.message}\n  fix: {f.remedy}" for r in report.errors for f in r.findings
+        ]
+        ids = sorted({r.check.id for r in report.errors})
+        raise CheckFailed(
+            "hardware check failed:\n" + "\n".join(lines),
+            hint="fix the profile, or build anyway with " + " ".join(f"--ignore-check {i}" for i in ids),
+        )
+    phase = "built-file" if built else "static"
+    log.info("    %s checks passed on %s", phase, ", ".join(t.name for t in targets))
+    return report

@@ -1,0 +1,363 @@
+"""The checks themselves. Each docstring says why the rule exists; each finding says what to change.
+
+Numbers that are estimates (Xen's own memory, per-guest overhead) are named constants with the
+reasoning beside them, so a reader can judge them.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from builder.checks import Finding, Severity, check, unknown
+from builder.hardware import DeviceKind, Target, load_known_issues
+from builder.introspect import BuiltFacts
+from builder.profile import Firmware, Guest, GuestType, Profile
+
+# Xen keeps a heap and a frame table (32 bytes per 4 KiB page, about 0.8 % of RAM) for itself.
+XEN_BASE_MIB = 32
+XEN_FRAME_TABLE_DIVISOR = 128
+# Per guest: p2m, shadow/HAP pool (about 1 MiB per vCPU plus 1 % of its memory), device model-free PV.
+GUEST_OVERHEAD_MIB = 4
+DOM0_DEFAULT_MIB = 1024  # what dom0 is budgeted when dom0_mem= is not given (it balloons down to it)
+
+MEDIA_BYTES = {"cd-650": 681_574_400, "cd-700": 737_280_000, "dvd-5": 4_700_372_992, "dvd-9": 8_543_666_176}
+DEFAULT_MEDIUM = "cd-700"  # Xenoppix was a CD; a profile names another with media.size_limit
+
+
+def _virt_guests(profile: Profile) -> list[Guest]:
+    return [g for g in profile.guests if g.type in (GuestType.HVM, GuestType.PVH)]
+
+
+def _names(guests: list[Guest]) -> str:
+    return ", ".join(f"{g.name} ({g.type})" for g in guests)
+
+
+@check(id="cpu-64bit", severity=Severity.ERROR, title="64-bit CPU")
+def cpu_64bit(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Xen 4.17 is a 64-bit hypervisor only; on a CPU without long mode (lm) nothing but the
+    "Linux without Xen" entry can boot, and Debian's amd64 kernel cannot boot there either."""
+    if not target.cpu.model and not target.cpu.flags:
+        yield unknown("the CPU's architecture is not known")
+    elif target.cpu.arch != "x86_64" or "lm" not in target.flags:
+        yield Finding(
+            f"{target.cpu.model} is a 32-bit CPU (no long mode); Xen 4.17 and the amd64 dom0 need a 64-bit CPU",
+            "use a machine with a 64-bit CPU (Core 2 or later, any Athlon 64 or later)",
+        )
+
+
+@check(id="hvm-needs-vtx", severity=Severity.ERROR, title="HVM/PVH guests need VT-x or AMD-V")
+def hvm_needs_vtx(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """HVM and PVH guests run in hardware virtualisation mode; without VT-x (vmx) or AMD-V (svm)
+    xl refuses to create them, long after the medium was burned. PV guests need neither."""
+    guests = _virt_guests(profile)
+    if not guests:
+        return
+    if not target.cpu.flags and not target.cpu.model:
+        yield unknown("the CPU's flags are not known")
+    elif not target.has_virt:
+        yield Finding(
+            f"guests {_names(guests)} need VT-x or AMD-V, which {target.cpu.model or 'this CPU'} lacks"
+            " (or the firmware hides)",
+            "enable virtualisation in the firmware setup if it exists, or make these guests type: pv",
+        )
+
+
+@check(id="hvm-needs-hap", severity=Severity.ERROR, title="HVM/PVH need EPT/NPT when Xen has no shadow paging",
+       needs_build=True)  # fmt: skip
+def hvm_needs_hap(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Without EPT/NPT, Xen runs HVM and PVH guests on shadow page tables; a Xen built without
+    CONFIG_SHADOW_PAGING cannot, and such a guest fails to start on pre-2008 CPUs."""
+    guests = _virt_guests(profile)
+    if not guests or not target.has_virt or target.has_hap:
+        return
+    if built.xen is None:
+        yield unknown("Xen's build config is not known yet (build once, then check again)")
+    elif not built.xen.enabled("CONFIG_SHADOW_PAGING"):
+        yield Finding(
+            f"guests {_names(guests)} need EPT or NPT: this Xen {built.xen.version} has no shadow paging,"
+            f" and {target.cpu.model} has neither",
+            "make these guests type: pv, or use a CPU with EPT (Nehalem, 2008, or later) or NPT (Barcelona or later)",
+        )
+
+
+@check(id="hvm-shadow-paging", severity=Severity.WARNING, title="HVM/PVH on shadow paging is slow",
+       needs_build=True)  # fmt: skip
+def hvm_shadow_paging(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Shadow paging works but makes page-table-heavy guests several times slower; users should
+    know before choosing HVM/PVH over PV for an older machine."""
+    guests = _virt_guests(profile)
+    if not guests or not target.has_virt or target.has_hap:
+        return
+    if built.xen is None:
+        yield unknown("Xen's build config is not known yet")
+    elif built.xen.enabled("CONFIG_SHADOW_PAGING"):
+        yield Finding(
+            f"guests {_names(guests)} will run on shadow paging: {target.cpu.model} has no EPT/NPT",
+            "expect slow guests; type: pv avoids the cost",
+        )
+
+
+@check(id="iommu-for-passthrough", severity=Severity.ERROR, title="PCI passthrough needs an IOMMU")
+def iommu_for_passthrough(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """PCI passthrough needs VT-d or AMD-Vi; without it the guest fails at boot, long after the
+    ISO was burned."""
+    wanting = [g.name for g in profile.guests if _passthrough(g)]
+    if not wanting:
+        return
+    if target.iommu is None:
+        yield unknown("whether the machine has an IOMMU is not known")
+    elif not target.iommu:
+        yield Finding(
+            f"guests {', '.join(wanting)} pass PCI devices through, but this machine has no IOMMU (VT-d/AMD-Vi)",
+            "enable VT-d/AMD-Vi in the firmware setup, or drop the passthrough devices",
+        )
+
+
+def _passthrough(guest: Guest) -> tuple[Any, ...]:
+    """PCI devices a guest takes over, under whichever name the profile model gives them."""
+    for name in ("pci", "passthrough", "pci_passthrough"):
+        value = getattr(guest, name, None)
+        if value:
+            return tuple(value)
+    return ()
+
+
+def dom0_mem_mib(cmdline: str) -> int | None:
+    """The memory dom0 gets from Xen's dom0_mem= option (its first plain or max: amount)."""
+    m = re.search(r"(?:^|\s)dom0_mem=(\S+)", cmdline)
+    if not m:
+        return None
+    amounts = m.group(1).split(",")
+    plain = [a for a in amounts if ":" not in a] or [a.split(":", 1)[1] for a in amounts if a.startswith("max:")]
+    if not plain:
+        return None
+    v = re.fullmatch(r"(\d+)([KMGT]?)", plain[0].upper())
+    if not v:
+        return None
+    factor = {"": 1 / 1024, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1 << 20}[v.group(2)]
+    return int(int(v.group(1)) * factor)
+
+
+def memory_budget_mib(profile: Profile, target_mib: int, built: BuiltFacts) -> tuple[int, list[str]]:
+    """The memory the image needs at boot on a machine with target_mib, and its parts (for the message)."""
+    xen = XEN_BASE_MIB + target_mib // XEN_FRAME_TABLE_DIVISOR
+    dom0 = dom0_mem_mib(profile.xen.cmdline) or DOM0_DEFAULT_MIB
+    parts = [f"Xen {xen}", f"dom0 {dom0}"]
+    total = xen + dom0
+    for g in profile.guests:
+        if g.autostart:
+            ramdisk = -(-built.ramdisk_bytes.get(g.name, 0) // (1 << 20))
+            need = g.memory + GUEST_OVERHEAD_MIB + g.memory // 100 + ramdisk
+            parts.append(f"{g.name} {need}")
+            total += need
+    return total, parts
+
+
+@check(id="memory-budget", severity=Severity.ERROR, title="Xen + dom0 + autostart guests fit in RAM")
+def memory_budget(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Xen creates guests only from free memory; one that does not fit fails to start at boot.
+    Counted: Xen's own share, dom0_mem, each autostart guest with overhead and its RAM disk."""
+    if target.memory is None:
+        yield unknown("the machine's memory is not known")
+        return
+    total, parts = memory_budget_mib(profile, target.memory, built)
+    if total > target.memory:
+        yield Finding(
+            f"needs {total} MiB ({' + '.join(parts)}) but the machine has {target.memory} MiB",
+            "lower dom0_mem= in xen.cmdline or guests' memory, set autostart: false on some guests, or add RAM",
+        )
+
+
+@check(id="vcpus", severity=Severity.WARNING, title="guest vCPUs within the machine's threads")
+def vcpus(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Xen lets vCPUs outnumber physical threads, but such a guest only time-slices and spinlock-heavy
+    guests crawl; usually the profile was written for a bigger machine."""
+    if target.cpu.threads is None:
+        yield unknown("the number of hardware threads is not known")
+        return
+    for g in profile.guests:
+        if g.vcpus > target.cpu.threads:
+            yield Finding(
+                f"guest {g.name} has {g.vcpus} vCPUs but the machine has {target.cpu.threads} hardware threads",
+                f"set vcpus: {target.cpu.threads} or fewer for {g.name}",
+            )
+
+
+@check(id="firmware-modes", severity=Severity.ERROR, title="the medium boots on the machine's firmware")
+def firmware_modes(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """A medium made only for UEFI does not boot on a BIOS-only machine, and the reverse; newer
+    machines have dropped the BIOS compatibility module (CSM)."""
+    image = {Firmware(f) for f in profile.media.boot}
+    machine = set(target.firmware.modes)
+    if not machine:
+        yield unknown("the machine's boot firmware is not known")
+    elif not image & machine:
+        yield Finding(
+            f"the medium boots with {'/'.join(sorted(image))} but the machine offers only {'/'.join(sorted(machine))}",
+            f"add {' and '.join(sorted(machine))} to media.boot",
+        )
+
+
+@check(id="secure-boot", severity=Severity.ERROR, title="Secure Boot is off")
+def secure_boot(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """xenlive's GRUB and Xen are not signed for Secure Boot; with it on, the firmware refuses the
+    medium's UEFI loader (BIOS/CSM boot, if the machine has it, is unaffected)."""
+    image = {Firmware(f) for f in profile.media.boot}
+    if target.firmware.secure_boot is None:
+        if Firmware.UEFI in set(target.firmware.modes):
+            yield unknown("whether Secure Boot is on is not known")
+        return
+    can_bios = Firmware.BIOS in image and Firmware.BIOS in set(target.firmware.modes)
+    if target.firmware.secure_boot and not can_bios:
+        yield Finding(
+            "Secure Boot is on: the firmware will refuse the medium's unsigned GRUB and Xen",
+            "turn Secure Boot off in the firmware setup (it is unsupported by xenlive)",
+        )
+
+
+@check(id="dom0-kernel", severity=Severity.ERROR, title="the dom0 kernel can run as dom0", needs_build=True)
+def dom0_kernel(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """A kernel without CONFIG_XEN_DOM0 (Debian's -cloud kernel) boots as a guest but panics as
+    dom0 with "Kernel does not support Dom0 operation"; it is read from the kernel itself."""
+    k = built.dom0_kernel
+    if k is None:
+        yield unknown(built.problems.get("dom0", "the dom0 kernel is not built yet"))
+        return
+    if k.option("CONFIG_XEN_DOM0") == "n" or not k.notes.dom0:
+        why = (
+            "CONFIG_XEN_DOM0 is not set"
+            if k.option("CONFIG_XEN_DOM0") == "n"
+            else "its Xen notes lack the dom0 feature"
+        )
+        yield Finding(
+            f"the dom0 kernel {k.path.name} cannot run as dom0: {why}",
+            "use linux-image-amd64 (not the -cloud kernel) in dom0's packages",
+        )
+
+
+@check(id="guest-kernels", severity=Severity.ERROR, title="guest kernels suit their guest type", needs_build=True)
+def guest_kernels(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """A PV guest's kernel must carry Xen's PV notes (GUEST_OS, ENTRY); a PVH guest's kernel must
+    have a PHYS32_ENTRY note. Otherwise xl cannot start the guest ("not a Xen-ELF image")."""
+    for g in profile.guests:
+        k = built.guest_kernels.get(g.name)
+        if k is None:
+            yield unknown(built.problems.get(g.name, f"guest {g.name}'s kernel is not built yet"))
+        elif g.type == GuestType.PV and not k.notes.pv:
+            yield Finding(f"guest {g.name}: kernel {k.path.name} has no Xen PV notes (GUEST_OS/ENTRY)",
+                          f"give {g.name} a kernel built with CONFIG_XEN_PV, or make it type: hvm")  # fmt: skip
+        elif g.type == GuestType.PVH and not k.notes.pvh:
+            yield Finding(f"guest {g.name}: kernel {k.path.name} has no PVH entry (XEN_ELFNOTE_PHYS32_ENTRY)",
+                          f"give {g.name} a kernel built with CONFIG_XEN_PVH, or make it type: pv")  # fmt: skip
+
+
+@check(id="pv32-guests", severity=Severity.ERROR, title="no 32-bit PV guests on a Xen without PV32",
+       needs_build=True)  # fmt: skip
+def pv32_guests(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Debian's Xen 4.17 is built without CONFIG_PV32: a 32-bit PV kernel (Xenoppix's era) cannot
+    start; it must be 64-bit, or run as PVH/HVM."""
+    for g in profile.guests:
+        k = built.guest_kernels.get(g.name)
+        if g.type != GuestType.PV or k is None or k.bits != 32:
+            continue
+        if built.xen is None:
+            yield unknown("Xen's build config is not known yet")
+        elif not built.xen.enabled("CONFIG_PV32"):
+            yield Finding(
+                f"guest {g.name}: {k.path.name} is a 32-bit PV kernel, and Xen {built.xen.version} has no 32-bit PV",
+                f"give {g.name} a 64-bit kernel, or make it type: pvh or hvm",
+            )
+
+
+def medium_capacity(profile: Profile) -> tuple[str, int]:
+    """The size limit of the chosen medium: media.size_limit (by name or bytes) if the profile has one."""
+    size = getattr(profile.media, "size_limit", None)
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        names = [n for n, b in MEDIA_BYTES.items() if b == size]
+        return (names[0] if names else f"a {size}-byte medium"), size
+    return DEFAULT_MEDIUM, MEDIA_BYTES[DEFAULT_MEDIUM]
+
+
+@check(id="image-fits-medium", severity=Severity.ERROR, title="the image fits the chosen medium", needs_build=True)
+def image_fits_medium(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """An ISO larger than the disc it is meant for is only found out when burning fails."""
+    if built.medium_bytes is None:
+        yield unknown("the image size is not known until dom0 is built")
+        return
+    name, capacity = medium_capacity(profile)
+    if built.medium_bytes > capacity:
+        yield Finding(
+            f"the image needs about {built.medium_bytes / 2**20:.0f} MiB, more than {name} holds"
+            f" ({capacity / 2**20:.0f} MiB)",
+            "set media.size_limit to a bigger medium (dvd-5, or a USB stick), or drop dom0 packages or guests",
+        )
+
+
+DRIVER_KINDS = (DeviceKind.NETWORK, DeviceKind.STORAGE, DeviceKind.DISPLAY)
+
+
+@check(id="device-drivers", severity=Severity.WARNING, title="dom0 has drivers for storage, network, graphics",
+       needs_build=True)  # fmt: skip
+def device_drivers(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """dom0 owns the real devices: without a driver its disks, network or screen are missing,
+    and guests that use them through dom0 have none either. Found via modules.alias."""
+    if built.modules is None:
+        yield unknown("dom0's modules are not built yet")
+        return
+    for dev in target.pci:
+        if dev.kind in DRIVER_KINDS and not built.modules.drivers_for(dev.id, dev.class_code):
+            yield Finding(
+                f"no driver in dom0 kernel {built.modules.kernel} for {dev.kind} device {dev.label}",
+                "add a package with a driver to dom0.packages, or use another device",
+            )
+
+
+@functools.cache
+def firmware_data() -> tuple[dict[str, str], frozenset[str]]:
+    """Firmware packages by path prefix, and drivers whose firmware is optional (data/firmware.yaml)."""
+    data = yaml.safe_load(resources.files("builder").joinpath("data/firmware.yaml").read_text())
+    return dict(data["packages"]), frozenset(data["optional"])
+
+
+@check(id="device-firmware", severity=Severity.WARNING, title="dom0 carries the firmware its drivers need",
+       needs_build=True)  # fmt: skip
+def device_firmware(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Many NICs and GPUs load firmware at probe time; Debian keeps it in non-free-firmware
+    packages that are not in dom0 unless asked for, and without it the device stays dead."""
+    if built.modules is None:
+        yield unknown("dom0's modules are not built yet")
+        return
+    for dev in target.pci:
+        if dev.kind not in DRIVER_KINDS:
+            continue
+        packages, optional = firmware_data()
+        for module in built.modules.drivers_for(dev.id, dev.class_code):
+            if module in optional:
+                continue
+            wanted = built.modules.firmware_for(module)
+            if wanted and not any(built.modules.has_firmware(f) for f in wanted):
+                package = next((p for prefix, p in packages.items() if wanted[0].startswith(prefix)),
+                               "firmware-misc-nonfree")  # fmt: skip
+                yield Finding(
+                    f"{dev.label}: driver {module} needs firmware ({wanted[0]}"
+                    f"{f' or {len(wanted) - 1} others' if len(wanted) > 1 else ''}) that dom0 does not carry",
+                    f"add {package} (Debian non-free-firmware) to dom0.packages",
+                )
+
+
+@check(id="known-problem-devices", severity=Severity.WARNING, title="no devices with known problems")
+def known_problem_devices(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Some devices work only with a known option or package; saying so at build time saves a
+    user from finding out on the machine (data: builder/data/known-issues.yaml and the target's file)."""
+    ids = {d.id for d in target.pci}
+    for issue in (*load_known_issues(), *target.known_issues):
+        if not issue.devices or ids & set(issue.devices):
+            devices = ", ".join(sorted(ids & set(issue.devices)))
+            where = f" ({devices})" if devices else ""
+            yield Finding(f"{issue.id}{where}: {issue.summary}", issue.workaround)

@@ -1,0 +1,321 @@
+"""The hardware database: one YAML file per target machine, validated like a profile.
+
+Why a database: the whole point of checking at build time is to know, before a CD is burned,
+whether the machine it is meant for can run Xen, dom0 and each guest. That needs a description
+of the machine that does not depend on being able to boot it. The descriptions are data
+(builder/data/hardware/*.yaml, plus the user's own directories), never code.
+
+A file's name (without .yaml) is the target's name. A mistake in a hardware file is reported
+the way a profile's is: file:line:column: key.path: message, every problem at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from builder.errors import ProfileError, UsageError
+from builder.profile import Firmware, parse_size_mib
+
+PCI_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+CLASS_CODE = re.compile(r"^[0-9a-f]{4}([0-9a-f]{2})?$")
+TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+ISSUE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+MAX_FILE_BYTES = 256 * 1024
+
+# The QEMU machines `xenlive test` boots; a build checks against these unless the profile names others.
+QEMU_TARGETS = ("qemu-bios", "qemu-uefi")
+
+
+class Arch(enum.StrEnum):
+    X86_64 = "x86_64"
+    I686 = "i686"
+
+
+class DeviceKind(enum.StrEnum):
+    """What a PCI device is for; derived from the base class code (the first two hex digits)."""
+
+    STORAGE = "storage"
+    NETWORK = "network"
+    DISPLAY = "display"
+    MULTIMEDIA = "multimedia"
+    BRIDGE = "bridge"
+    SERIAL_BUS = "serial-bus"
+    OTHER = "other"
+
+
+_BASE_CLASS_KIND = {"01": DeviceKind.STORAGE, "02": DeviceKind.NETWORK, "03": DeviceKind.DISPLAY,
+                    "04": DeviceKind.MULTIMEDIA, "06": DeviceKind.BRIDGE, "0c": DeviceKind.SERIAL_BUS,
+                    "0d": DeviceKind.NETWORK}  # fmt: skip
+
+
+def _meta(help: str, **kw: Any) -> dict[str, Any]:
+    return {"help": help, **kw}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cpu:
+    model: str = field(metadata=_meta("CPU model as /proc/cpuinfo names it"))
+    arch: Arch = field(metadata=_meta("widest mode the CPU runs: x86_64 (has lm) or i686"))
+    threads: int | None = field(metadata=_meta("hardware threads (logical CPUs) in the machine", min=1, max=8192))
+    flags: tuple[str, ...] = field(
+        default=(), metadata=_meta("relevant /proc/cpuinfo flags: lm pae nx vmx svm ept npt ...")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MachineFirmware:
+    modes: tuple[Firmware, ...] = field(metadata=_meta("boot modes the firmware offers: bios, uefi", nonempty=True))
+    secure_boot: bool | None = field(default=False, metadata=_meta("UEFI Secure Boot is on (and cannot be turned off)"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PciDevice:
+    id: str = field(metadata=_meta('vendor:device in lower-case hex, like "8086:27a2"', pattern=PCI_ID))
+    class_code: str = field(metadata=_meta('PCI class, subclass (and prog-if) in hex, like "0300"', pattern=CLASS_CODE))
+    name: str = field(default="", metadata=_meta("what the device is, for people"))
+
+    @property
+    def kind(self) -> DeviceKind:
+        if self.class_code.startswith("0280"):
+            return DeviceKind.NETWORK  # wireless
+        return _BASE_CLASS_KIND.get(self.class_code[:2], DeviceKind.OTHER)
+
+    @property
+    def label(self) -> str:
+        return f"{self.id} ({self.name})" if self.name else self.id
+
+
+@dataclass(frozen=True, kw_only=True)
+class KnownIssue:
+    id: str = field(metadata=_meta("kebab-case id of the issue", pattern=ISSUE_ID))
+    summary: str = field(metadata=_meta("what goes wrong"))
+    workaround: str = field(metadata=_meta("what the user can do about it"))
+    devices: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta("PCI vendor:device ids the issue applies to (empty: the machine itself)", pattern=PCI_ID),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """One machine an image may be run on."""
+
+    description: str = field(metadata=_meta("the machine, for people: maker, model, year"))
+    year: int | None = field(default=None, metadata=_meta("year the machine came out", min=1990, max=2100))
+    cpu: Cpu = field(metadata=_meta("the processor"))
+    memory: int | None = field(metadata=_meta("installed RAM in MiB (or a size like 2G)", size=True, min=16))
+    firmware: MachineFirmware = field(metadata=_meta("the boot firmware"))
+    iommu: bool | None = field(default=False, metadata=_meta("VT-d or AMD-Vi is present and enabled"))
+    pci: tuple[PciDevice, ...] = field(default=(), metadata=_meta("PCI devices that matter: storage, network, display"))
+    known_issues: tuple[KnownIssue, ...] = field(default=(), metadata=_meta("problems known on this machine"))
+    name: str = field(default="", metadata=_meta("target name (the file name)", internal=True))
+    source: Path | None = field(default=None, metadata=_meta("file read from", internal=True))
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return frozenset(self.cpu.flags)
+
+    @property
+    def has_virt(self) -> bool:
+        return bool(self.flags & {"vmx", "svm"})
+
+    @property
+    def has_hap(self) -> bool:
+        return bool(self.flags & {"ept", "npt"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class KnownIssueList:
+    issues: tuple[KnownIssue, ...] = field(default=(), metadata=_meta("device problems known in general"))
+
+
+class _Reader:
+    """Turns composed YAML nodes into the dataclasses above, collecting every problem with its place.
+
+    Its own small converter (not the profile's), so the hardware format does not change when the
+    profile language does.
+    """
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.problems: list[str] = []
+        self.constructor = yaml.SafeLoader("")
+
+    def error(self, node: yaml.Node, path: str, message: str) -> None:
+        mark = node.start_mark
+        self.problems.append(f"{self.filename}:{mark.line + 1}:{mark.column + 1}: {path or '(top)'}: {message}")
+
+    def convert(self, node: yaml.Node, tp: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        if dataclasses.is_dataclass(tp):
+            return self.dataclass(node, tp, path)
+        if typing.get_origin(tp) is tuple:
+            if not isinstance(node, yaml.SequenceNode):
+                self.error(node, path, "expected a list")
+                return None
+            item = typing.get_args(tp)[0]
+            items = tuple(self.convert(n, item, f"{path}[{i}]", meta) for i, n in enumerate(node.value))
+            if meta.get("nonempty") and not items:
+                self.error(node, path, "expected at least one entry")
+            return items
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(
+                node,
+                path,
+                "expected a single value, got a " + ("list" if isinstance(node, yaml.SequenceNode) else "mapping"),
+            )
+            return None
+        value = self.constructor.construct_object(node)
+        if meta.get("size"):
+            size = parse_size_mib(value)
+            if size is None or size < meta.get("min", 0):
+                self.error(node, path, f"expected a size like 2048M or 4G, got {value!r}")
+            return size
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            choices = [e.value for e in tp]
+            if value not in choices:
+                self.error(node, path, f"expected one of {', '.join(choices)}, got {value!r}")
+                return None
+            return tp(value)
+        if tp is bool:
+            if not isinstance(value, bool):
+                self.error(node, path, f"expected true or false, got {value!r}")
+            return value
+        if tp is int:
+            if not isinstance(value, int) or isinstance(value, bool):
+                self.error(node, path, f"expected an integer, got {value!r}")
+                return None
+            if not meta.get("min", value) <= value <= meta.get("max", value):
+                self.error(node, path, f"expected {meta.get('min')} to {meta.get('max')}, got {value}")
+            return value
+        if not isinstance(value, str):
+            self.error(node, path, f"expected a string, got {value!r}")
+            return None
+        if meta.get("pattern") is not None and not meta["pattern"].match(value):
+            self.error(node, path, f"{value!r} is not valid: {meta['help']}")
+        return value
+
+    def dataclass(self, node: yaml.Node, cls: Any, path: str) -> Any:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, path, "expected a mapping")
+            return None
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        kwargs: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = getattr(key_node, "value", None)
+            sub = f"{path}.{key}" if path else str(key)
+            if key in kwargs:
+                self.error(key_node, sub, "duplicate key")
+            elif key not in fields:
+                close = difflib.get_close_matches(str(key), list(fields), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}"
+                self.error(key_node, sub, f"unknown key; {hint}")
+            else:
+                kwargs[key] = self.convert(value_node, hints[key], sub, fields[key].metadata)
+        for name, f in fields.items():
+            if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.error(node, path, f"missing required key {name!r}")
+        if self.problems:
+            return None
+        return cls(**kwargs)
+
+
+def hardware_dirs() -> list[Path]:
+    """Where targets are looked up, later ones overriding earlier ones of the same name.
+
+    The package's own database, then $XDG_CONFIG_HOME/xenlive/hardware (~/.config/...), then each
+    directory of $XENLIVE_HARDWARE_PATH (colon-separated), so a user can describe their machines
+    without touching xenlive.
+    """
+    dirs = [Path(str(resources.files("builder").joinpath("data/hardware")))]
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    dirs.append(Path(config) / "xenlive" / "hardware")
+    dirs += [Path(p) for p in os.environ.get("XENLIVE_HARDWARE_PATH", "").split(":") if p]
+    return dirs
+
+
+def target_files(dirs: list[Path] | None = None) -> dict[str, Path]:
+    """Every known target name and the file that describes it."""
+    found: dict[str, Path] = {}
+    for d in hardware_dirs() if dirs is None else dirs:
+        if d.is_dir():
+            for path in sorted(d.glob("*.yaml")):
+                found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def _compose(path: Path) -> yaml.Node:
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ProfileError([f"{name}: cannot read hardware file: {e.strerror}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ProfileError([f"{name}: {len(data)} bytes is more than the {MAX_FILE_BYTES} a hardware file may have"])
+    try:
+        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+    except UnicodeDecodeError as e:
+        raise ProfileError([f"{name}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise ProfileError([f"{where}: YAML syntax error: {e.problem}"]) from None
+    if root is None:
+        raise ProfileError([f"{name}: the hardware file is empty"])
+    return root
+
+
+def load_target_file(path: Path) -> Target:
+    """Read and validate one hardware file; raise ProfileError (exit 2) naming file:line: key."""
+    if not TARGET_NAME.match(path.stem):
+        raise ProfileError([f"{path}: {path.stem!r} is not a valid target name (a-z, 0-9, '.', '_', '-')"])
+    root = _compose(path)
+    conv = _Reader(str(path))
+    target: Target | None = conv.convert(root, Target, "", {})
+    if conv.problems or target is None:
+        raise ProfileError(conv.problems, hint="see builder/data/hardware/*.yaml for the format")
+    return replace(target, name=path.stem, source=path)
+
+
+def load_target(name: str, dirs: list[Path] | None = None) -> Target:
+    """A target by name; an unknown name is a usage error that lists the known ones."""
+    files = target_files(dirs)
+    if name not in files:
+        known = ", ".join(files) or "(none)"
+        raise UsageError(
+            f"unknown target {name!r}; known targets: {known}",
+            hint="describe a new machine in ~/.config/xenlive/hardware/NAME.yaml, or use --host",
+        )
+    return load_target_file(files[name])
+
+
+def load_targets(names: tuple[str, ...] | list[str], dirs: list[Path] | None = None) -> list[Target]:
+    """Targets by name; "all" stands for the whole database."""
+    if "all" in names:
+        names = list(target_files(dirs))
+    return [load_target(n, dirs) for n in dict.fromkeys(names)]
+
+
+def load_known_issues() -> tuple[KnownIssue, ...]:
+    """The general list of problem devices (builder/data/known-issues.yaml)."""
+    path = Path(str(resources.files("builder").joinpath("data/known-issues.yaml")))
+    root = _compose(path)
+    conv = _Reader(str(path))
+    data = conv.convert(root, KnownIssueList, "", {})
+    if conv.problems or data is None:
+        raise ProfileError(conv.problems)
+    return data.issues  # type: ignore[no-any-return]

@@ -1,0 +1,67 @@
+"""`--host` facts from a fake /proc and /sys; anything missing is unknown, never a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.checks import Status, run_checks
+from builder.checks.host import SECURE_BOOT_VAR, host_target
+from builder.introspect import BuiltFacts
+from builder.profile import Firmware, Profile
+
+CPUINFO = """\
+processor\t: 0
+model name\t: AMD Ryzen 5 3600 6-Core Processor
+flags\t\t: fpu lm pae nx svm npt sse2
+processor\t: 1
+model name\t: AMD Ryzen 5 3600 6-Core Processor
+flags\t\t: fpu lm pae nx svm npt sse2
+"""
+
+
+def fake_root(tmp_path: Path, *, efi: bool = False, secure: bool = False) -> Path:
+    root = tmp_path / "root"
+    (root / "proc").mkdir(parents=True)
+    (root / "proc/cpuinfo").write_text(CPUINFO)
+    (root / "proc/meminfo").write_text("MemTotal:       16318504 kB\nMemFree:  1 kB\n")
+    (root / "sys/firmware").mkdir(parents=True)
+    if efi:
+        (root / "sys/firmware/efi/efivars").mkdir(parents=True)
+        (root / "sys/firmware/efi/efivars" / SECURE_BOOT_VAR).write_bytes(
+            b"\x06\0\0\0" + (b"\x01" if secure else b"\0")
+        )
+    (root / "sys/class/iommu/dmar0").mkdir(parents=True)
+    dev = root / "sys/bus/pci/devices/0000:00:02.0"
+    dev.mkdir(parents=True)
+    (dev / "vendor").write_text("0x8086\n")
+    (dev / "device").write_text("0x27A2\n")
+    (dev / "class").write_text("0x030000\n")
+    return root
+
+
+def test_host_from_proc_and_sys(tmp_path: Path) -> None:
+    t = host_target(fake_root(tmp_path))
+    assert t.name == "host"
+    assert t.cpu.model == "AMD Ryzen 5 3600 6-Core Processor" and t.cpu.threads == 2
+    assert set(t.cpu.flags) == {"lm", "pae", "nx", "svm", "npt"} and t.has_virt and t.has_hap
+    assert t.memory == 15936 and t.iommu is True
+    assert t.firmware.modes == (Firmware.BIOS,) and t.firmware.secure_boot is False
+    assert [(d.id, d.class_code) for d in t.pci] == [("8086:27a2", "030000")]
+
+
+def test_uefi_and_secure_boot(tmp_path: Path) -> None:
+    t = host_target(fake_root(tmp_path, efi=True, secure=True))
+    assert t.firmware.modes == (Firmware.UEFI,) and t.firmware.secure_boot is True
+
+
+def test_nothing_readable_means_unknown_not_a_crash(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    t = host_target(empty)
+    assert t.cpu.threads is None and t.memory is None and t.iommu is None and t.firmware.modes == ()
+    profile = Profile(name="p")
+    report = run_checks(profile, [t], BuiltFacts())
+    status = {r.check.id: r.status for r in report.results}
+    for check_id in ("cpu-64bit", "memory-budget", "vcpus", "firmware-modes"):
+        assert status[check_id] is Status.UNKNOWN, check_id
+    assert not report.errors

@@ -1,0 +1,236 @@
+"""Every check with a machine that passes it and one that fails it, asserting the message."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from builder.checks import REGISTRY, Finding, Severity, Status, all_checks, run_checks
+from builder.hardware import Arch, KnownIssue, MachineFirmware, PciDevice
+from builder.introspect import BuiltFacts, KernelFacts, ModuleDb, XenNotes
+from builder.profile import Firmware, Guest, Profile
+from tests.checks.conftest import cpu, make_target, xen
+
+all_checks()
+
+OLD_VTX = cpu(("lm", "pae", "nx", "vmx"), model="Core 2 Duo")  # VT-x without EPT
+NO_VIRT = cpu(("lm", "pae", "nx"), model="Pentium D")
+
+
+def findings(check_id: str, profile: Profile, target, built: BuiltFacts | None = None) -> list[Finding]:  # type: ignore[no-untyped-def]
+    return list(REGISTRY[check_id].fn(profile, target, built or BuiltFacts()))
+
+
+def only(check_id: str, profile: Profile, target, built: BuiltFacts | None = None) -> str:  # type: ignore[no-untyped-def]
+    found = findings(check_id, profile, target, built)
+    assert len(found) == 1 and not found[0].unknown, found
+    return found[0].message
+
+
+def kernel(path: str = "vmlinuz-6.1", *, bits: int = 64, dom0: bool = True, pvh: bool = True, pv: bool = True,
+           config: dict[str, str] | None = None) -> KernelFacts:  # fmt: skip
+    notes = XenNotes(guest_os="linux" if pv else None, entry=pv, phys32_entry=pvh,
+                     supported_features=(1 << 11) if dom0 else 1)  # fmt: skip
+    return KernelFacts(path=Path(path), bits=bits, notes=notes, config=config)
+
+
+def test_every_check_is_documented_and_unique() -> None:
+    checks = all_checks()
+    assert len(checks) >= 15
+    for c in checks:
+        assert c.why, f"{c.id} has no docstring saying why"
+        assert c.id == c.id.lower() and " " not in c.id
+
+
+def test_cpu_64bit(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("")
+    assert findings("cpu-64bit", p, make_target()) == []
+    core_duo = make_target(cpu=cpu(("pae", "nx", "vmx"), arch=Arch.I686, model="Core Duo T2500"))
+    assert only("cpu-64bit", p, core_duo) == (
+        "Core Duo T2500 is a 32-bit CPU (no long mode); Xen 4.17 and the amd64 dom0 need a 64-bit CPU"
+    )
+
+
+def test_hvm_needs_vtx(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: win\n    type: hvm\n  - name: lin\n    type: pv\n")
+    assert findings("hvm-needs-vtx", p, make_target()) == []
+    assert findings("hvm-needs-vtx", profile("guests:\n  - name: lin\n"), make_target(cpu=NO_VIRT)) == []
+    msg = only("hvm-needs-vtx", p, make_target(cpu=NO_VIRT))
+    assert msg == "guests win (hvm) need VT-x or AMD-V, which Pentium D lacks (or the firmware hides)"
+
+
+def test_hvm_needs_hap_when_xen_has_no_shadow_paging(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: g\n    type: pvh\n")
+    assert findings("hvm-needs-hap", p, make_target(), BuiltFacts(xen=xen(shadow=False))) == []
+    assert findings("hvm-needs-hap", p, make_target(cpu=OLD_VTX), BuiltFacts(xen=xen(shadow=True))) == []
+    msg = only("hvm-needs-hap", p, make_target(cpu=OLD_VTX), BuiltFacts(xen=xen(shadow=False)))
+    assert msg == "guests g (pvh) need EPT or NPT: this Xen 4.17.5 has no shadow paging, and Core 2 Duo has neither"
+    unknown = findings("hvm-needs-hap", p, make_target(cpu=OLD_VTX))
+    assert unknown[0].unknown and "not known yet" in unknown[0].message
+
+
+def test_hvm_shadow_paging_warns(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: g\n    type: hvm\n")
+    assert findings("hvm-shadow-paging", p, make_target(), BuiltFacts(xen=xen())) == []
+    msg = only("hvm-shadow-paging", p, make_target(cpu=OLD_VTX), BuiltFacts(xen=xen()))
+    assert msg == "guests g (hvm) will run on shadow paging: Core 2 Duo has no EPT/NPT"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PassthroughGuest(Guest):
+    """A guest as the profile model will describe PCI passthrough (the model has no field for it yet)."""
+
+    pci: tuple[str, ...] = ()
+
+
+def test_iommu_for_passthrough() -> None:
+    p = Profile(name="p", guests=(PassthroughGuest(name="router", pci=("0000:03:00.0",)), Guest(name="plain")))
+    assert findings("iommu-for-passthrough", p, make_target(iommu=True)) == []
+    assert (
+        findings("iommu-for-passthrough", Profile(name="q", guests=(Guest(name="g"),)), make_target(iommu=False)) == []
+    )
+    assert only("iommu-for-passthrough", p, make_target(iommu=False)) == (
+        "guests router pass PCI devices through, but this machine has no IOMMU (VT-d/AMD-Vi)"
+    )
+    assert findings("iommu-for-passthrough", p, make_target(iommu=None))[0].unknown
+
+
+def test_memory_budget(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("xen:\n  cmdline: dom0_mem=1024M,max:1024M\nguests:\n  - name: a\n    memory: 512M\n"
+                "  - name: b\n    memory: 1G\n    autostart: false\n")  # fmt: skip
+    built = BuiltFacts(ramdisk_bytes={"a": 3 << 20})
+    assert findings("memory-budget", p, make_target(memory=2048), built) == []
+    msg = only("memory-budget", p, make_target(memory=1536), built)
+    assert msg == "needs 1592 MiB (Xen 44 + dom0 1024 + a 524) but the machine has 1536 MiB"
+    assert findings("memory-budget", p, make_target(memory=None))[0].unknown
+
+
+def test_dom0_mem_parsing() -> None:
+    from builder.checks.rules import dom0_mem_mib
+
+    assert dom0_mem_mib("dom0_mem=1024M,max:1024M") == 1024
+    assert dom0_mem_mib("loglvl=all dom0_mem=2G") == 2048
+    assert dom0_mem_mib("dom0_mem=min:512M,max:4G") == 4096
+    assert dom0_mem_mib("console=com1") is None
+
+
+def test_vcpus(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: wide\n    vcpus: 8\n")
+    assert findings("vcpus", p, make_target(cpu=cpu(("lm", "vmx"), threads=8))) == []
+    assert only("vcpus", p, make_target(cpu=cpu(("lm", "vmx"), threads=2))) == (
+        "guest wide has 8 vCPUs but the machine has 2 hardware threads"
+    )
+
+
+def test_firmware_modes(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("media:\n  boot: [bios]\n")
+    assert findings("firmware-modes", p, make_target()) == []
+    nuc = make_target(firmware=MachineFirmware(modes=(Firmware.UEFI,), secure_boot=False))
+    assert only("firmware-modes", p, nuc) == "the medium boots with bios but the machine offers only uefi"
+
+
+def test_secure_boot(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("media:\n  boot: [uefi]\n")
+    assert findings("secure-boot", p, make_target()) == []
+    locked = make_target(firmware=MachineFirmware(modes=(Firmware.UEFI,), secure_boot=True))
+    assert only("secure-boot", p, locked) == (
+        "Secure Boot is on: the firmware will refuse the medium's unsigned GRUB and Xen"
+    )
+    with_csm = make_target(firmware=MachineFirmware(modes=(Firmware.BIOS, Firmware.UEFI), secure_boot=True))
+    assert findings("secure-boot", profile("media:\n  boot: [bios, uefi]\n"), with_csm) == []
+
+
+def test_dom0_kernel(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("")
+    good = BuiltFacts(dom0_kernel=kernel(config={"CONFIG_XEN_DOM0": "y"}))
+    assert findings("dom0-kernel", p, make_target(), good) == []
+    cloud = BuiltFacts(dom0_kernel=kernel("vmlinuz-6.1.0-9-cloud-amd64", dom0=False, config={}))
+    assert only("dom0-kernel", p, make_target(), cloud) == (
+        "the dom0 kernel vmlinuz-6.1.0-9-cloud-amd64 cannot run as dom0: CONFIG_XEN_DOM0 is not set"
+    )
+    no_note = BuiltFacts(dom0_kernel=kernel("vmlinuz-x", dom0=False))
+    assert only("dom0-kernel", p, make_target(), no_note).endswith("its Xen notes lack the dom0 feature")
+
+
+def test_guest_kernels(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: a\n    type: pvh\n  - name: b\n")
+    good = BuiltFacts(guest_kernels={"a": kernel(), "b": kernel()})
+    assert findings("guest-kernels", p, make_target(), good) == []
+    bad = BuiltFacts(guest_kernels={"a": kernel("bzImage-nopvh", pvh=False), "b": kernel("bzImage-nopv", pv=False)})
+    assert [f.message for f in findings("guest-kernels", p, make_target(), bad)] == [
+        "guest a: kernel bzImage-nopvh has no PVH entry (XEN_ELFNOTE_PHYS32_ENTRY)",
+        "guest b: kernel bzImage-nopv has no Xen PV notes (GUEST_OS/ENTRY)",
+    ]
+
+
+def test_pv32_guests(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: old\n")
+    k32 = kernel("vmlinuz-2.6.16-xen", bits=32)
+    assert findings("pv32-guests", p, make_target(), BuiltFacts(xen=xen(pv32=True), guest_kernels={"old": k32})) == []
+    assert findings("pv32-guests", p, make_target(), BuiltFacts(xen=xen(), guest_kernels={"old": kernel()})) == []
+    msg = only("pv32-guests", p, make_target(), BuiltFacts(xen=xen(), guest_kernels={"old": k32}))
+    assert msg == "guest old: vmlinuz-2.6.16-xen is a 32-bit PV kernel, and Xen 4.17.5 has no 32-bit PV"
+
+
+def test_image_fits_medium(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("media:\n  size_limit: cd-700\n")
+    assert findings("image-fits-medium", p, make_target(), BuiltFacts(medium_bytes=300 << 20)) == []
+    msg = only("image-fits-medium", p, make_target(), BuiltFacts(medium_bytes=900 << 20))
+    assert msg == "the image needs about 900 MiB, more than cd-700 holds (703 MiB)"
+    assert findings("image-fits-medium", p, make_target())[0].unknown
+
+
+def test_device_drivers(dom0_tree: Path, profile) -> None:  # type: ignore[no-untyped-def]
+    built = BuiltFacts(modules=ModuleDb.load(dom0_tree, "6.1.0-9-amd64"))
+    p = profile("")
+    assert findings("device-drivers", p, make_target(), built) == []
+    odd = make_target(pci=(PciDevice(id="dead:beef", class_code="0200", name="Mystery NIC"),
+                           PciDevice(id="dead:0001", class_code="0c03", name="USB, not checked")))  # fmt: skip
+    assert only("device-drivers", p, odd, built) == (
+        "no driver in dom0 kernel 6.1.0-9-amd64 for network device dead:beef (Mystery NIC)"
+    )
+
+
+def test_device_firmware(dom0_tree: Path, profile) -> None:  # type: ignore[no-untyped-def]
+    built = BuiltFacts(modules=ModuleDb.load(dom0_tree, "6.1.0-9-amd64"))
+    p = profile("")
+    assert findings("device-firmware", p, make_target(), built) == []  # i915's firmware is optional
+    server = make_target(pci=(PciDevice(id="14e4:164c", class_code="0200", name="BCM5708"),))
+    found = findings("device-firmware", p, server, built)
+    assert [f.message for f in found] == [
+        "14e4:164c (BCM5708): driver bnx2 needs firmware (bnx2/bnx2-mips-09-6.2.1b.fw or 1 others)"
+        " that dom0 does not carry"
+    ]
+    assert found[0].remedy == "add firmware-bnx2 (Debian non-free-firmware) to dom0.packages"
+    (dom0_tree / "usr/lib/firmware/bnx2").mkdir()
+    (dom0_tree / "usr/lib/firmware/bnx2/bnx2-mips-09-6.2.1b.fw").write_bytes(b"fw")
+    assert findings("device-firmware", p, server, built) == []
+
+
+def test_known_problem_devices(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("")
+    assert findings("known-problem-devices", p, make_target()) == []
+    t400 = make_target(pci=(PciDevice(id="8086:2a42", class_code="0300", name="GM45"),))
+    found = findings("known-problem-devices", p, t400)
+    assert found[0].message.startswith("gm45-vtd-igfx (8086:2a42): the GM45/GS45 VT-d unit faults")
+    assert "iommu=no-igfx" in found[0].remedy
+    own = make_target(known_issues=(KnownIssue(id="bios-bug", summary="S3 resume hangs", workaround="do not suspend"),))
+    assert [(f.message, f.remedy) for f in findings("known-problem-devices", p, own)] == [
+        ("bios-bug: S3 resume hangs", "do not suspend")
+    ]
+
+
+def test_run_checks_statuses_skip_and_pending(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: g\n    type: hvm\n")
+    report = run_checks(p, [make_target("old", cpu=NO_VIRT)], BuiltFacts(), skip=["vcpus"], static_only=True)
+    status = {r.check.id: r.status for r in report.results}
+    assert status["hvm-needs-vtx"] is Status.FAIL and status["vcpus"] is Status.SKIPPED
+    assert status["dom0-kernel"] is Status.PENDING and status["cpu-64bit"] is Status.PASS
+    assert [r.check.id for r in report.errors] == ["hvm-needs-vtx"]
+    full = run_checks(p, [make_target("new")], BuiltFacts())
+    assert {r.check.id: r.status for r in full.results}["dom0-kernel"] is Status.UNKNOWN
+    assert not full.errors
+
+
+def test_both_severities_are_used() -> None:
+    assert {c.severity for c in all_checks()} >= {Severity.ERROR, Severity.WARNING}

@@ -1,0 +1,145 @@
+"""The hardware database: shipped files load, bad files get file:line: key errors, names resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.errors import ProfileError, UsageError
+from builder.hardware import (
+    QEMU_TARGETS,
+    Arch,
+    DeviceKind,
+    PciDevice,
+    load_known_issues,
+    load_target,
+    load_target_file,
+    load_targets,
+    target_files,
+)
+from builder.profile import Firmware
+
+MINIMAL = """\
+description: test box
+cpu:
+  model: Test CPU
+  arch: x86_64
+  threads: 4
+  flags: [lm, vmx, ept]
+memory: 4G
+firmware:
+  modes: [bios]
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own ~/.config/xenlive/hardware out of these tests."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("XENLIVE_HARDWARE_PATH", raising=False)
+
+
+def test_shipped_database_loads_and_spans_2006_to_now() -> None:
+    files = target_files()
+    targets = load_targets(list(files))
+    real = [t for t in targets if t.name not in QEMU_TARGETS]
+    assert len(real) >= 10
+    assert set(QEMU_TARGETS) <= set(files)
+    years = sorted(t.year for t in real if t.year)
+    assert years[0] == 2006 and years[-1] >= 2021
+    core_duo = [t for t in real if t.cpu.arch is Arch.I686 and any(d.id == "8086:27a2" for d in t.pci)]
+    assert core_duo, "the 2006 32-bit Core Duo laptop with 945GM graphics must be in the database"
+    assert any(t.firmware.secure_boot for t in real)
+    assert any(t.has_virt and not t.has_hap for t in real) and any(not t.has_virt for t in real)
+
+
+def test_qemu_targets_match_what_xenlive_test_boots() -> None:
+    bios, uefi = load_target("qemu-bios"), load_target("qemu-uefi")
+    for t in (bios, uefi):
+        assert t.memory == 2048 and t.cpu.threads == 2
+        assert "svm" in t.flags and "npt" not in t.flags  # -cpu qemu64,+svm
+    assert bios.firmware.modes == (Firmware.BIOS,) and uefi.firmware.modes == (Firmware.UEFI,)
+
+
+def test_known_issues_list_loads() -> None:
+    ids = [i.id for i in load_known_issues()]
+    assert "gm45-vtd-igfx" in ids and len(ids) == len(set(ids))
+
+
+def test_device_kind_from_class_code() -> None:
+    assert PciDevice(id="8086:4222", class_code="0280").kind is DeviceKind.NETWORK
+    assert PciDevice(id="144d:a808", class_code="010802").kind is DeviceKind.STORAGE
+    assert PciDevice(id="1234:1111", class_code="0300").kind is DeviceKind.DISPLAY
+    assert PciDevice(id="1b36:000d", class_code="0c0330").kind is DeviceKind.SERIAL_BUS
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            MINIMAL.replace("memory: 4G", "memory: lots"),
+            "{f}:7:9: memory: expected a size like 2048M or 4G, got 'lots'",
+        ),
+        (
+            MINIMAL.replace("arch: x86_64", "arch: arm64"),
+            "{f}:4:9: cpu.arch: expected one of x86_64, i686, got 'arm64'",
+        ),
+        (MINIMAL.replace("threads: 4", "threads: 0"), "{f}:5:12: cpu.threads: expected 1 to 8192, got 0"),
+        (
+            MINIMAL.replace("memroy", "x").replace("memory:", "memroy:"),
+            "{f}:7:1: memroy: unknown key; did you mean 'memory'?",
+        ),
+        (
+            MINIMAL + "pci:\n  - {id: 8086-27a2, class_code: '0300'}\n",
+            "{f}:11:10: pci[0].id: '8086-27a2' is not valid: vendor:device in lower-case hex, like \"8086:27a2\"",
+        ),
+        (MINIMAL + "firmware2: x\n", "{f}:10:1: firmware2: unknown key; did you mean 'firmware'?"),
+        (MINIMAL.replace("  modes: [bios]", "  modes: []"), "{f}:9:10: firmware.modes: expected at least one entry"),
+        ("description: x\n", "{f}:1:1: (top): missing required key 'cpu'"),
+        ("cpu: [\n", "{f}:2:1: YAML syntax error"),
+        ("", "{f}: the hardware file is empty"),
+        ("- a\n", "{f}:1:1: (top): expected a mapping"),
+    ],
+)
+def test_malformed_file_names_file_line_and_key(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "bad-box.yaml"
+    path.write_text(text)
+    with pytest.raises(ProfileError) as e:
+        load_target_file(path)
+    assert e.value.exit_code == 2
+    assert e.value.problems[0].startswith(error.format(f=path))
+
+
+def test_all_problems_reported_together(tmp_path: Path) -> None:
+    path = tmp_path / "box.yaml"
+    path.write_text(MINIMAL.replace("threads: 4", "threads: many").replace("memory: 4G", "memory: -1"))
+    with pytest.raises(ProfileError) as e:
+        load_target_file(path)
+    assert len(e.value.problems) == 2
+
+
+def test_unknown_target_lists_known_ones() -> None:
+    with pytest.raises(UsageError) as e:
+        load_target("thinkpad-t9000")
+    assert e.value.exit_code == 2
+    assert "unknown target 'thinkpad-t9000'; known targets: " in e.value.message
+    assert "qemu-bios" in e.value.message and "thinkpad-t60-core-duo" in e.value.message
+
+
+def test_user_directory_adds_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "my-box.yaml").write_text(MINIMAL)
+    (mine / "qemu-bios.yaml").write_text(MINIMAL.replace("test box", "my own qemu"))
+    monkeypatch.setenv("XENLIVE_HARDWARE_PATH", str(mine))
+    assert load_target("my-box").memory == 4096
+    assert load_target("qemu-bios").description == "my own qemu"
+    assert "my-box" in [t.name for t in load_targets(["all"])]
+
+
+def test_invalid_file_name(tmp_path: Path) -> None:
+    path = tmp_path / "Bad Name.yaml"
+    path.write_text(MINIMAL)
+    with pytest.raises(ProfileError, match="not a valid target name"):
+        load_target_file(path)

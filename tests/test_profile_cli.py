@@ -1,0 +1,83 @@
+"""The profile commands: show, schema, init, profiles (run as a user would, in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builder.schema import SCHEMA_FILE
+
+from .conftest import REPO
+
+
+def xenlive(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True, cwd=cwd or REPO)
+
+
+@pytest.mark.parametrize("name", ["default", "xenoppix", "lab"])
+def test_show_resolves_every_shipped_profile(name):
+    proc = xenlive("show", name)
+    assert proc.returncode == 0, proc.stderr
+    data = yaml.safe_load(proc.stdout)
+    assert data["name"] == name and "extends" not in data
+    assert str(REPO) not in proc.stdout  # paths stay relative: output does not depend on the checkout's place
+
+
+def test_show_keeps_japanese_text_readable():
+    assert "Xen を CD 一枚で" in xenlive("show", "xenoppix").stdout
+
+
+def test_show_bad_profile_prints_nothing_on_stdout_and_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndom0:\n  users:\n    - {name: root, password: hunter2}\n")
+    proc = xenlive("show", str(bad))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"error: {bad}:4:30: dom0.users[0].password: a plain-text password is refused")
+    assert "Traceback" not in proc.stderr
+
+
+def test_schema_prints_the_shipped_file():
+    proc = xenlive("schema")
+    assert proc.returncode == 0
+    assert proc.stdout == SCHEMA_FILE.read_text()
+    assert json.loads(proc.stdout)["title"] == "xenlive profile"
+
+
+def test_init_scaffolds_a_valid_profile_and_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "my appliance"
+    proc = xenlive("init", str(target), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "profile.yaml").is_file() and (target / "overlay/etc/motd.j2").is_file()
+    assert (target / "overlay/usr/local/bin/appliance-info").stat().st_mode & 0o111
+    shown = yaml.safe_load(xenlive("show", str(target / "profile.yaml"), cwd=tmp_path).stdout)
+    assert shown["name"] == "my-appliance"
+    assert [g["name"] for g in shown["guests"]] == ["tiny", "my-appliance-1"]
+    before = (target / "profile.yaml").read_text()
+    again = xenlive("init", str(target), cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert (target / "profile.yaml").read_text() == before
+
+
+def test_init_refuses_a_bad_name(tmp_path):
+    proc = xenlive("init", str(tmp_path / "x"), "--name", "bad name")
+    assert proc.returncode == 2 and "is not valid" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_profiles_lists_local_and_builtin_with_descriptions(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles/mine.yaml").write_text("name: mine\ndescription: my own\nextends: default\n")
+    (tmp_path / "profiles/broken.yaml").write_text("name: [\n")
+    proc = xenlive("profiles", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["broken", "local", "INVALID:", "profiles/broken.yaml:2:1:", "YAML", "syntax", "error:",
+                                "expected", "the", "node", "content,", "but", "found", "'<stream", "end>'"]  # fmt: skip
+    assert lines[1].split(maxsplit=2) == ["mine", "local", "my own"]
+    builtin = {line.split()[0]: line.split()[1] for line in lines[2:]}
+    assert builtin == {"default": "built-in", "lab": "built-in", "xenoppix": "built-in"}
