@@ -11,9 +11,9 @@ import tempfile
 from pathlib import Path
 
 from builder import cache
+from builder.budget import check_budget
 from builder.checks.gate import gate
 from builder.context import BuildContext, source_date_epoch
-from builder.errors import XenliveError
 from builder.log import step
 from builder.profile import Firmware, Profile, to_data
 from builder.run import require_tools
@@ -64,10 +64,9 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
             install_bootloaders(ctx)
         with step("manifest", ctx.timings):
             write_manifest(ctx)
-        enforce_size_limit(ctx, _tree_size(ctx.staging))
+        check_budget(ctx, _tree_size(ctx.staging), "the medium's files", ignore_checks)
         with step("master ISO", ctx.timings):
-            master_iso(ctx)
-        enforce_size_limit(ctx, ctx.output.stat().st_size, written=ctx.output)
+            master_iso(ctx, lambda iso: check_budget(ctx, iso.stat().st_size, "the ISO", ignore_checks))
         write_beside_iso(ctx)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -76,21 +75,6 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
 
 def _tree_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def enforce_size_limit(ctx: BuildContext, size: int, written: Path | None = None) -> None:
-    """media.size_limit: checked on the medium's files before mastering (no output is written when
-    they are already too big), and on the ISO itself after, removing an ISO that does not fit."""
-    limit = ctx.profile.media.size_limit
-    if limit is None or size <= limit:
-        return
-    if written is not None:
-        written.unlink(missing_ok=True)
-    what = "the ISO" if written is not None else "the medium's files"
-    raise XenliveError(
-        f"{what} take {size} bytes, more than media.size_limit ({limit} bytes)",
-        hint="raise media.size_limit (e.g. dvd-5) or drop packages and guests",
-    )
 
 
 def write_manifest(ctx: BuildContext) -> None:

@@ -17,7 +17,7 @@ import re
 import time
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pycdlib
@@ -98,7 +98,8 @@ def pinned_pycdlib(epoch: int, seed: str) -> Iterator[random.Random]:
             setattr(module, name, value)
 
 
-def master_iso(ctx: BuildContext) -> None:
+def master_iso(ctx: BuildContext, accept: Callable[[Path], None] | None = None) -> None:
+    """Master the staged medium into ctx.output; `accept(tmp_iso)` may refuse it (raise) before the rename."""
     tmp = ctx.output.with_name(f".{ctx.output.name}.tmp-{os.getpid()}")
     try:
         with pinned_pycdlib(ctx.epoch, ctx.build_id) as rng:
@@ -107,6 +108,8 @@ def master_iso(ctx: BuildContext) -> None:
             separate_partitions(tmp)
             disk_guid = hashlib.sha256(f"disk:{ctx.build_id}".encode()).digest()[:16]
             repair_gpt(tmp, disk_guid)
+        if accept is not None:
+            accept(tmp)
         os.replace(tmp, ctx.output)
     except PyCdlibException as e:
         raise IsoError(f"mastering {ctx.output} failed: {e}") from e

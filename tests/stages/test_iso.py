@@ -75,3 +75,22 @@ def test_failed_master_leaves_nothing_at_output(small_medium, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         master_iso(ctx)
     assert list(ctx.output.parent.iterdir()) == []
+
+
+@needs_tools
+def test_refused_iso_keeps_the_previous_output(small_medium):
+    from builder.errors import CheckFailed
+
+    ctx = small_medium
+    install_bootloaders(ctx)
+    ctx.output.parent.mkdir(parents=True)
+    ctx.output.write_bytes(b"the previous, good ISO")
+
+    def refuse(iso: Path) -> None:
+        assert iso.stat().st_size > 0 and iso != ctx.output
+        raise CheckFailed("too big")
+
+    with pytest.raises(CheckFailed):
+        master_iso(ctx, refuse)
+    assert ctx.output.read_bytes() == b"the previous, good ISO"
+    assert [p.name for p in ctx.output.parent.iterdir()] == ["x.iso"]

@@ -1,0 +1,85 @@
+"""The medium's size budget: the staged files (and then the ISO) against media.size_limit.
+
+When an image does not fit, a number alone does not help; the error lists the biggest
+contributors (splitting the dom0 base layer into its largest parts) and what could be dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from builder.context import BuildContext
+from builder.errors import CheckFailed
+
+CHECK_ID = "image-fits-medium"  # the same check the hardware gate estimates earlier
+# Parts of the dom0 tree worth naming, with what a user could do about each.
+BASE_PARTS = {
+    "usr/lib/modules": "kernel modules (needed for real hardware; a smaller kernel flavour is not dom0-capable)",
+    "usr/lib/firmware": "device firmware (drop firmware-* packages the targets do not need)",
+    "usr/share/locale": "translations (dom0.remove_packages, or fewer packages)",
+    "usr/share/i18n": "locale sources (only the profile's locale is compiled)",
+    "usr/lib/x86_64-linux-gnu": "shared libraries of dom0's packages (fewer dom0.packages)",
+    "usr/lib/xen-4.17": "the Xen toolstack",
+    "usr/share": "other shared data (fewer dom0.packages)",
+    "usr/bin": "programs (fewer dom0.packages)",
+}
+OTHER_HINTS = {
+    "live/10-base.squashfs": "the dom0 base layer",
+    "live/20-custom.squashfs": "the top layer: overlays, files, settings",
+    "live/initrd.img": "dom0's initramfs (all storage drivers, so it boots on any machine)",
+    "live/vmlinuz": "dom0's kernel",
+    "boot/xen.gz": "the Xen hypervisor",
+}
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                total += os.path.getsize(full)
+    return total
+
+
+def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
+    """(what, bytes on the medium, what could be done), biggest first."""
+    rows: dict[str, tuple[int, str]] = {}
+    for path in ctx.staging.rglob("*"):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(ctx.staging).as_posix()
+        if rel.startswith("guests/"):
+            name = rel.split("/")[1]
+            size, _ = rows.get(f"guest {name}", (0, ""))
+            rows[f"guest {name}"] = (size + path.stat().st_size, f"drop guest {name} or build it smaller")
+        elif rel in OTHER_HINTS:
+            rows[rel] = (path.stat().st_size, OTHER_HINTS[rel])
+        else:
+            size, _ = rows.get("boot loaders and the rest", (0, ""))
+            rows["boot loaders and the rest"] = (size + path.stat().st_size, "ISOLINUX, GRUB, manifest")
+    base = ctx.staging / "live/10-base.squashfs"
+    tree = ctx.rootfs
+    if base.is_file() and tree is not None and tree.is_dir():
+        ratio = base.stat().st_size / max(1, _du(tree))  # squashfs compression, applied evenly
+        counted = set()
+        for part, hint in BASE_PARTS.items():
+            if (tree / part).is_dir():
+                share = _du(tree / part) - sum(_du(tree / c) for c in counted if c.startswith(part + "/"))
+                counted.add(part)
+                rows[f"  base: /{part} (estimated)"] = (int(share * ratio), hint)
+    return sorted(((k, v[0], v[1]) for k, v in rows.items()), key=lambda r: -r[1])
+
+
+def check_budget(ctx: BuildContext, size: int, what: str, ignore: tuple[str, ...]) -> None:
+    """Raise CheckFailed with the contributors table when `size` exceeds media.size_limit."""
+    limit = ctx.profile.media.size_limit
+    if limit is None or size <= limit or CHECK_ID in ignore or CHECK_ID in ctx.profile.checks.skip:
+        return
+    lines = [f"{what} needs {size / 2**20:.0f} MiB, more than media.size_limit ({limit / 2**20:.0f} MiB);"
+             " the biggest contributors:"]  # fmt: skip
+    for name, nbytes, hint in contributors(ctx)[:12]:
+        lines.append(f"  {nbytes / 2**20:8.1f} MiB  {name}: {hint}")
+    raise CheckFailed("\n".join(lines), hint=f"raise media.size_limit, drop what the table names, "
+                                             f"or build anyway with --ignore-check {CHECK_ID}")  # fmt: skip

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from builder.budget import check_budget, contributors
+from builder.context import BuildContext
+from builder.errors import CheckFailed
+from builder.profile import Checks, Media, load_profile
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> BuildContext:
+    profile = load_profile(None)
+    profile = dataclasses.replace(profile, media=dataclasses.replace(profile.media, size_limit=3 << 20))
+    c = BuildContext(profile=profile, output=tmp_path / "o.iso", workdir=tmp_path / "w", cache_dir=tmp_path)
+    files = {"live/10-base.squashfs": 2 << 20, "live/initrd.img": 1 << 20, "guests/tiny/initrd.img": 512 << 10,
+             "isolinux/isolinux.bin": 40 << 10}  # fmt: skip
+    for rel, size in files.items():
+        (c.staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        (c.staging / rel).write_bytes(b"\0" * size)
+    tree = tmp_path / "tree"
+    (tree / "usr/lib/modules").mkdir(parents=True)
+    (tree / "usr/lib/modules/big.ko").write_bytes(b"\0" * (6 << 20))
+    (tree / "etc").mkdir()
+    (tree / "etc/small").write_bytes(b"\0" * (2 << 20))
+    c.rootfs = tree
+    return c
+
+
+def test_contributors_biggest_first_with_base_breakdown(ctx):
+    rows = contributors(ctx)
+    names = [name for name, _, _ in rows]
+    assert names[0] == "live/10-base.squashfs"
+    assert "guest tiny" in names and "boot loaders and the rest" in names
+    modules = next(r for r in rows if "usr/lib/modules" in r[0])
+    assert modules[1] == int((6 << 20) * (2 << 20) / (8 << 20))  # its share of the compressed layer
+    assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
+
+
+def test_over_budget_names_contributors_and_the_way_out(ctx):
+    with pytest.raises(CheckFailed) as info:
+        check_budget(ctx, 4 << 20, "the ISO", ())
+    message = info.value.message
+    assert message.startswith("the ISO needs 4 MiB, more than media.size_limit (3 MiB)")
+    assert "guest tiny: drop guest tiny" in message
+    assert "--ignore-check image-fits-medium" in (info.value.hint or "")
+    assert info.value.exit_code == 3
+
+
+def test_within_budget_or_ignored_passes(ctx):
+    check_budget(ctx, 3 << 20, "the ISO", ())
+    check_budget(ctx, 4 << 20, "the ISO", ("image-fits-medium",))
+    skipped = dataclasses.replace(ctx.profile, checks=Checks(skip=("image-fits-medium",)))
+    check_budget(dataclasses.replace(ctx, profile=skipped), 4 << 20, "the ISO", ())
+    unlimited = dataclasses.replace(ctx.profile, media=Media())
+    check_budget(dataclasses.replace(ctx, profile=unlimited), 1 << 40, "the ISO", ())
