@@ -39,7 +39,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="ISO to write.")
 @click.option("--ignore-check", "ignore_checks", multiple=True, metavar="ID",
               help="Build even if hardware check ID fails (repeatable).")
-def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (ISO, sha256, stage times, cache hits).")
+def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ...], as_json: bool) -> None:
     """Build PROFILE (default: profiles/default.yaml) into a bootable ISO."""
     from builder.pipeline import build as run_build
 
@@ -48,9 +49,22 @@ def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ..
     if output.is_dir():
         raise click.BadParameter(f"{output} is a directory", param_hint="-o/--output")
     ctx = run_build(model, output, cache_root(), ignore_checks=ignore_checks)
+    summary = {
+        "iso": str(output),
+        "bytes": output.stat().st_size,
+        "sha256": ctx.output_sha256,
+        "build_id": ctx.build_id,
+        "seconds": {stage: round(seconds, 1) for stage, seconds in ctx.timings.items()},
+        "cache_hits": ctx.cache_hits,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
     for stage, seconds in ctx.timings.items():
-        log.info("%-22s %7.1f s", stage, seconds)
-    click.echo(f"{output} ({output.stat().st_size / 2**20:.0f} MiB)")
+        click.echo(f"{stage:<30} {seconds:7.1f} s", err=True)
+    cached = ", ".join(f"{name} {'hit' if hit else 'miss'}" for name, hit in ctx.cache_hits.items())
+    click.echo(f"{'cache':<30} {cached}", err=True)
+    click.echo(f"{output} ({output.stat().st_size / 2**20:.0f} MiB, sha256 {ctx.output_sha256})")
 
 
 @cli.command()

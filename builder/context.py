@@ -40,6 +40,7 @@ class BuildContext:
     rootfs: Path | None = None  # the dom0 base tree (inside a cache entry), set by the rootfs stage
     base_squashfs: Path | None = None
     build_id: str = ""  # names the medium, so GRUB finds this ISO and not another one
+    output_sha256: str = ""  # set once the ISO is written
     epoch: int = 0  # every timestamp in the output (SOURCE_DATE_EPOCH, else the build's start)
 
     @property

@@ -112,7 +112,8 @@ def write_beside_iso(ctx: BuildContext) -> None:
     sums = ctx.output.with_name("SHA256SUMS")
     lines = sums.read_text().splitlines() if sums.exists() else []
     lines = [line for line in lines if line.split(maxsplit=1)[-1].lstrip("*") != ctx.output.name]
-    lines.append(f"{sha256_file(ctx.output)}  {ctx.output.name}")
+    ctx.output_sha256 = sha256_file(ctx.output)
+    lines.append(f"{ctx.output_sha256}  {ctx.output.name}")
     tmp = sums.with_name(f".SHA256SUMS.tmp-{os.getpid()}")
     tmp.write_text("\n".join(sorted(lines, key=lambda line: line.split()[-1])) + "\n")
     os.replace(tmp, sums)
