@@ -11,13 +11,9 @@ the way a profile's is: file:line:column: key.path: message, every problem at on
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import enum
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -26,7 +22,7 @@ from typing import Any
 import yaml
 
 from builder.errors import ProfileError, UsageError
-from builder.profile import Firmware, parse_size_mib
+from builder.profile import Firmware, _Converter, compose_file
 
 PCI_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
 CLASS_CODE = re.compile(r"^[0-9a-f]{4}([0-9a-f]{2})?$")
@@ -141,99 +137,6 @@ class KnownIssueList:
     issues: tuple[KnownIssue, ...] = field(default=(), metadata=_meta("device problems known in general"))
 
 
-class _Reader:
-    """Turns composed YAML nodes into the dataclasses above, collecting every problem with its place.
-
-    Its own small converter (not the profile's), so the hardware format does not change when the
-    profile language does.
-    """
-
-    def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.problems: list[str] = []
-        self.constructor = yaml.SafeLoader("")
-
-    def error(self, node: yaml.Node, path: str, message: str) -> None:
-        mark = node.start_mark
-        self.problems.append(f"{self.filename}:{mark.line + 1}:{mark.column + 1}: {path or '(top)'}: {message}")
-
-    def convert(self, node: yaml.Node, tp: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
-            tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        if dataclasses.is_dataclass(tp):
-            return self.dataclass(node, tp, path)
-        if typing.get_origin(tp) is tuple:
-            if not isinstance(node, yaml.SequenceNode):
-                self.error(node, path, "expected a list")
-                return None
-            item = typing.get_args(tp)[0]
-            items = tuple(self.convert(n, item, f"{path}[{i}]", meta) for i, n in enumerate(node.value))
-            if meta.get("nonempty") and not items:
-                self.error(node, path, "expected at least one entry")
-            return items
-        if not isinstance(node, yaml.ScalarNode):
-            self.error(
-                node,
-                path,
-                "expected a single value, got a " + ("list" if isinstance(node, yaml.SequenceNode) else "mapping"),
-            )
-            return None
-        value = self.constructor.construct_object(node)
-        if meta.get("size"):
-            size = parse_size_mib(value)
-            if size is None or size < meta.get("min", 0):
-                self.error(node, path, f"expected a size like 2048M or 4G, got {value!r}")
-            return size
-        if isinstance(tp, type) and issubclass(tp, enum.Enum):
-            choices = [e.value for e in tp]
-            if value not in choices:
-                self.error(node, path, f"expected one of {', '.join(choices)}, got {value!r}")
-                return None
-            return tp(value)
-        if tp is bool:
-            if not isinstance(value, bool):
-                self.error(node, path, f"expected true or false, got {value!r}")
-            return value
-        if tp is int:
-            if not isinstance(value, int) or isinstance(value, bool):
-                self.error(node, path, f"expected an integer, got {value!r}")
-                return None
-            if not meta.get("min", value) <= value <= meta.get("max", value):
-                self.error(node, path, f"expected {meta.get('min')} to {meta.get('max')}, got {value}")
-            return value
-        if not isinstance(value, str):
-            self.error(node, path, f"expected a string, got {value!r}")
-            return None
-        if meta.get("pattern") is not None and not meta["pattern"].match(value):
-            self.error(node, path, f"{value!r} is not valid: {meta['help']}")
-        return value
-
-    def dataclass(self, node: yaml.Node, cls: Any, path: str) -> Any:
-        if not isinstance(node, yaml.MappingNode):
-            self.error(node, path, "expected a mapping")
-            return None
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-        kwargs: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = getattr(key_node, "value", None)
-            sub = f"{path}.{key}" if path else str(key)
-            if key in kwargs:
-                self.error(key_node, sub, "duplicate key")
-            elif key not in fields:
-                close = difflib.get_close_matches(str(key), list(fields), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}"
-                self.error(key_node, sub, f"unknown key; {hint}")
-            else:
-                kwargs[key] = self.convert(value_node, hints[key], sub, fields[key].metadata)
-        for name, f in fields.items():
-            if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                self.error(node, path, f"missing required key {name!r}")
-        if self.problems:
-            return None
-        return cls(**kwargs)
-
-
 def hardware_dirs() -> list[Path]:
     """Where targets are looked up, later ones overriding earlier ones of the same name.
 
@@ -259,24 +162,7 @@ def target_files(dirs: list[Path] | None = None) -> dict[str, Path]:
 
 
 def _compose(path: Path) -> yaml.Node:
-    name = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ProfileError([f"{name}: cannot read hardware file: {e.strerror}"]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ProfileError([f"{name}: {len(data)} bytes is more than the {MAX_FILE_BYTES} a hardware file may have"])
-    try:
-        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
-    except UnicodeDecodeError as e:
-        raise ProfileError([f"{name}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        raise ProfileError([f"{where}: YAML syntax error: {e.problem}"]) from None
-    if root is None:
-        raise ProfileError([f"{name}: the hardware file is empty"])
-    return root
+    return compose_file(path, str(path), "hardware file", MAX_FILE_BYTES)
 
 
 def load_target_file(path: Path) -> Target:
@@ -284,7 +170,7 @@ def load_target_file(path: Path) -> Target:
     if not TARGET_NAME.match(path.stem):
         raise ProfileError([f"{path}: {path.stem!r} is not a valid target name (a-z, 0-9, '.', '_', '-')"])
     root = _compose(path)
-    conv = _Reader(str(path))
+    conv = _Converter(path.parent, {})
     target: Target | None = conv.convert(root, Target, "", {})
     if conv.problems or target is None:
         raise ProfileError(conv.problems, hint="see builder/data/hardware/*.yaml for the format")
@@ -314,7 +200,7 @@ def load_known_issues() -> tuple[KnownIssue, ...]:
     """The general list of problem devices (builder/data/known-issues.yaml)."""
     path = Path(str(resources.files("builder").joinpath("data/known-issues.yaml")))
     root = _compose(path)
-    conv = _Reader(str(path))
+    conv = _Converter(path.parent, {})
     data = conv.convert(root, KnownIssueList, "", {})
     if conv.problems or data is None:
         raise ProfileError(conv.problems)

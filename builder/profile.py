@@ -321,6 +321,93 @@ class Guest:
         return self.kind == GuestKind.DEBIAN or self.disk is not None
 
 
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_guests(profile: Profile, root: yaml.Node) -> list[str]:
+    """Guest rules that span fields or read files, so bad guests fail before the hour-long steps.
+
+    Files given by path must exist and match their sha256 (a disk image copied from the wrong
+    place otherwise boots, or fails, only on the target); each kind accepts only its own keys.
+    """
+    problems: list[str] = []
+
+    def err(message: str, i: int, *keys: str) -> None:
+        where = ".".join([f"guests[{i}]", *keys])
+        problems.append(_format(_at(root, "guests", i, *keys), where, message))
+
+    medium_bytes = 0
+    for i, g in enumerate(profile.guests):
+        given = {k for k in ("kernel", "initrd") if getattr(g, k) not in ("dom0", "busybox")}
+        if g.kind == GuestKind.BUSYBOX:
+            for key in ("disk", "cdrom"):
+                if getattr(g, key) is not None:
+                    err(f"a busybox guest has no {key}; use kind: image", i, key)
+            if g.type == GuestType.HVM:
+                err("a busybox guest boots a Linux kernel directly: type pv or pvh", i, "type")
+            if g.overlay is not None and not (profile.base_dir / g.overlay).is_dir():
+                err(f"overlay directory not found: {g.overlay}", i, "overlay")
+        elif g.kind == GuestKind.DEBIAN:
+            for key in sorted(given) + [k for k in ("disk", "cdrom", "overlay") if getattr(g, k) is not None]:
+                err("a debian guest boots the kernel, initrd and disk built from its own tree; remove this key", i, key)
+            if g.type == GuestType.HVM:
+                err("a debian guest boots its own kernel directly: type pv or pvh", i, "type")
+            if g.debian.address and g.debian.dhcp:
+                err("give either dhcp: true or a static address", i, "debian", "address")
+        elif g.kind == GuestKind.IMAGE:
+            if g.type == GuestType.HVM:
+                if g.disk is None and g.cdrom is None:
+                    err("an hvm image guest needs a disk or a cdrom to boot from", i)
+                for key in sorted(given):
+                    err("an hvm guest boots from its disk or cdrom, not a kernel", i, key)
+            else:
+                if "kernel" not in given:
+                    err("an image guest of type pv or pvh needs kernel: a path to its kernel", i, "kernel")
+                if g.cdrom is not None:
+                    err("cdrom is for type hvm guests", i, "cdrom")
+            if g.overlay is not None:
+                err("overlay is for busybox guests", i, "overlay")
+        for key in ("kernel", "initrd", "disk", "cdrom"):
+            value = getattr(g, key)
+            if value is None or (key in ("kernel", "initrd") and key not in given):
+                continue
+            path = profile.base_dir / value
+            expected = getattr(g, f"{key}_sha256")
+            if not path.is_file():
+                if key in ("disk", "cdrom"):  # kernel and initrd are reported by _check_semantics
+                    err(f"file not found: {value}", i, key)
+                continue
+            medium_bytes += path.stat().st_size
+            if not expected:
+                if g.kind == GuestKind.IMAGE:
+                    err(f"{key}_sha256 is required with {key} (sha256sum prints it)", i, key)
+                continue
+            actual = _file_sha256(path)
+            if actual != expected:
+                err(f"{value}: sha256 is {actual}, the profile says {expected}", i, f"{key}_sha256")
+        if g.kind == GuestKind.DEBIAN:
+            medium_bytes += g.debian.disk_size << 20
+        limit = profile.media.size_limit
+        if limit is not None and medium_bytes > limit:
+            key = "disk" if g.disk is not None else "cdrom" if g.cdrom is not None else "debian" if g.kind == GuestKind.DEBIAN else ""
+            message = f"the guests' files come to {medium_bytes} bytes by here, more than media.size_limit ({limit} bytes)"
+            err(message, i, *([key] if key else []))
+            medium_bytes = -(1 << 62)  # report it once
+        if g.ready:
+            try:
+                re.compile(g.ready)
+            except re.error as e:
+                err(f"not a regular expression: {e}", i, "ready")
+    return problems
+
+
 @dataclass(frozen=True, kw_only=True)
 class Checks:
     """Hardware-compatibility checks (builder/checks/): which machines a build is checked against."""
@@ -361,6 +448,9 @@ class Profile:
     def base_dir(self) -> Path:
         """Relative paths in the model (overlays, templates, guest files) are relative to this."""
         return self.source.parent if self.source else Path.cwd()
+
+
+_UNREADABLE = object()  # what _Converter.construct returns after reporting an unreadable value
 
 
 class _Converter:
@@ -406,8 +496,18 @@ class _Converter:
             return None
         if meta.get("file_mode"):
             return self.convert_mode(node, path)
-        value = self.constructor.construct_object(node)
+        value = self.construct(node, path)
+        if value is _UNREADABLE:
+            return None
         return self.convert_scalar(node, value, tp, path, meta)
+
+    def construct(self, node: yaml.Node, path: str, deep: bool = False) -> Any:
+        """The node's Python value; an unknown tag (`!!foo`) is the user's error, not a crash."""
+        try:
+            return self.constructor.construct_object(node, deep=deep)
+        except yaml.YAMLError as e:
+            self.error(node, path, f"cannot read this value: {getattr(e, 'problem', None) or e}")
+            return _UNREADABLE
 
     def convert_vars(self, node: yaml.Node, path: str) -> dict[str, Any] | None:
         if not isinstance(node, yaml.MappingNode):
@@ -419,7 +519,9 @@ class _Converter:
             if not isinstance(key, str) or not VAR_NAME.match(key):
                 self.error(key_node, path, f"variable names are identifiers like site_name, got {_describe(key_node)}")
                 continue
-            value = self.constructor.construct_object(value_node, deep=True)
+            value = self.construct(value_node, f"{path}.{key}", deep=True)
+            if value is _UNREADABLE:
+                continue
             odd = _non_json(value)
             if odd is not None:
                 self.error(value_node, f"{path}.{key}", f"expected text, numbers, true/false, lists and maps, got {odd}"
@@ -602,6 +704,39 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def compose_file(path: Path, name: str, what: str, max_bytes: int, hint: str | None = None) -> yaml.Node:
+    """Read and compose one YAML file (a profile, a hardware description) for the converter.
+
+    Every node's mark names the file, aliases are counted as if expanded (billion laughs), and
+    each way the file itself can be wrong raises ProfileError naming it.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError([f"{name}: {what} not found"], hint=hint) from None
+    except IsADirectoryError:
+        raise ProfileError([f"{name}: is a directory, not a {what}"]) from None
+    except OSError as e:
+        raise ProfileError([f"{name}: cannot read {what}: {e.strerror}"]) from None
+    if len(data) > max_bytes:
+        raise ProfileError([f"{name}: {what} is {len(data)} bytes, more than the {max_bytes} allowed"])
+    try:
+        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+    except UnicodeDecodeError as e:
+        raise ProfileError([f"{name}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise ProfileError([f"{where}: YAML syntax error: {e.problem}"]) from None
+    except yaml.YAMLError as e:
+        raise ProfileError([f"{name}: YAML error: {e}"]) from None
+    if root is None:
+        raise ProfileError([f"{name}: the {what} is empty"])
+    _refuse_alias_bombs(root, name)
+    _name_marks(root, name)
+    return root
+
+
 class _Loader:
     """Reads a profile and its parents into one merged node tree, collecting problems."""
 
@@ -611,32 +746,10 @@ class _Loader:
 
     def read(self, path: Path, name: str) -> yaml.Node:
         """Compose one file; a problem here stops that file (there is no tree to look at)."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ProfileError([f"{name}: profile not found"], hint="give a profile file or a built-in name") from None
-        except IsADirectoryError:
-            raise ProfileError([f"{name}: is a directory, not a profile"]) from None
-        except OSError as e:
-            raise ProfileError([f"{name}: cannot read profile: {e.strerror}"]) from None
-        if len(data) > MAX_PROFILE_BYTES:
-            raise ProfileError([f"{name}: profile is {len(data)} bytes, more than the {MAX_PROFILE_BYTES} allowed"])
-        try:
-            root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
-        except UnicodeDecodeError as e:
-            raise ProfileError([f"{name}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark
-            where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-            raise ProfileError([f"{where}: YAML syntax error: {e.problem}"]) from None
-        except yaml.YAMLError as e:
-            raise ProfileError([f"{name}: YAML error: {e}"]) from None
-        if root is None:
-            raise ProfileError([f"{name}: the profile is empty"])
-        _refuse_alias_bombs(root, name)
-        _name_marks(root, name)
+        root = compose_file(path, name, "profile", MAX_PROFILE_BYTES, hint="give a profile file or a built-in name")
         self.file_dirs[name] = path.resolve().parent
         return root
+
 
     def load(self, path: Path, name: str, chain: list[Path]) -> yaml.Node:
         """The file's tree with its parents merged under it (cycle-checked via `chain`)."""
@@ -894,6 +1007,7 @@ def _check_semantics(profile: Profile, root: yaml.Node) -> list[str]:
         if owner not in users and owner not in SYSTEM_ACCOUNTS:
             err(f"owner {owner!r} is neither root, a system account nor one of dom0.users", f"{where}.owner",
                 "dom0", "files", i, "owner")  # fmt: skip
+    problems += _check_guests(profile, root)
     return problems
 
 

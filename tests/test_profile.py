@@ -260,3 +260,9 @@ def test_lab_extends_default_and_appends_a_guest():
     profile = load_profile("lab")
     assert [g.name for g in profile.guests] == ["tiny", "worker"]
     assert "ssh.service" in profile.dom0.services and "openssh-server" in profile.dom0.packages
+
+
+def test_unknown_yaml_tag_is_a_profile_error(write_profile):
+    path = write_profile("name: lab\ndom0:\n  hostname: !!weird xenlive\n")
+    (msg,) = problems(path)
+    assert msg.startswith(f"{path}:3:13: dom0.hostname: cannot read this value: could not determine a constructor")
