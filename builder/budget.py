@@ -6,11 +6,9 @@ contributors (splitting the dom0 base layer into its largest parts) and what cou
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from builder.context import BuildContext
 from builder.errors import CheckFailed
+from builder.fsutil import tree_size
 
 CHECK_ID = "image-fits-medium"  # the same check the hardware gate estimates earlier
 # Parts of the dom0 tree worth naming, with what a user could do about each.
@@ -33,16 +31,6 @@ OTHER_HINTS = {
 }
 
 
-def _du(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            if not os.path.islink(full):
-                total += os.path.getsize(full)
-    return total
-
-
 def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
     """(what, bytes on the medium, what could be done), biggest first."""
     rows: dict[str, tuple[int, str]] = {}
@@ -62,11 +50,11 @@ def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
     base = ctx.staging / "live/10-base.squashfs"
     tree = ctx.rootfs
     if base.is_file() and tree is not None and tree.is_dir():
-        ratio = base.stat().st_size / max(1, _du(tree))  # squashfs compression, applied evenly
+        ratio = base.stat().st_size / max(1, tree_size(tree))  # squashfs compression, applied evenly
         counted = set()
         for part, hint in BASE_PARTS.items():
             if (tree / part).is_dir():
-                share = _du(tree / part) - sum(_du(tree / c) for c in counted if c.startswith(part + "/"))
+                share = tree_size(tree / part) - sum(tree_size(tree / c) for c in counted if c.startswith(part + "/"))
                 counted.add(part)
                 rows[f"  base: /{part} (estimated)"] = (int(share * ratio), hint)
     return sorted(((k, v[0], v[1]) for k, v in rows.items()), key=lambda r: -r[1])

@@ -15,12 +15,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from builder.fsutil import remove_tree, sha256_file, tree_size
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,6 @@ def input_hash(inputs: Any) -> str:
     """A stable hash of JSON-able inputs."""
     blob = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -60,7 +53,7 @@ def _sealed_ok(entry: Path) -> bool:
         seal = json.loads((entry / SEAL).read_text())
         for rel, (size, digest) in seal["files"].items():
             path = entry / rel
-            if path.stat().st_size != size or _sha256(path) != digest:
+            if path.stat().st_size != size or sha256_file(path) != digest:
                 log.warning("cache entry %s: %s changed since it was made; rebuilding it", entry, rel)
                 return False
     except (OSError, ValueError, KeyError, TypeError):
@@ -80,17 +73,17 @@ def obtain(cache_dir: Path, kind: str, key: str, make: Callable[[Path], list[str
             os.utime(entry / SEAL)  # last use, for `xenlive cache prune`
             return entry, True
         tmp = cache_dir / kind / f".{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         tmp.mkdir(parents=True)
         try:
             sealed = make(tmp)
-            seal = {"made": int(time.time()), "files": {rel: [(tmp / rel).stat().st_size, _sha256(tmp / rel)]
+            seal = {"made": int(time.time()), "files": {rel: [(tmp / rel).stat().st_size, sha256_file(tmp / rel)]
                                                         for rel in sealed}}  # fmt: skip
             (tmp / SEAL).write_text(json.dumps(seal, indent=1))
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry)
             tmp.rename(entry)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             raise
     return entry, False
 
@@ -105,15 +98,6 @@ class Entry:
     complete: bool
 
 
-def _du(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
-
-
 def entries(cache_dir: Path) -> list[Entry]:
     """Every entry (and leftover temporary directory) in the cache."""
     found = []
@@ -124,7 +108,7 @@ def entries(cache_dir: Path) -> list[Entry]:
             seal = path / SEAL
             complete = seal.exists() and not path.name.startswith(".")
             last_used = (seal if seal.exists() else path).stat().st_mtime
-            found.append(Entry(kind_dir.name, path.name, path, _du(path), last_used, complete))
+            found.append(Entry(kind_dir.name, path.name, path, tree_size(path), last_used, complete))
     return found
 
 
@@ -137,7 +121,7 @@ def remove(cache_dir: Path, entry: Entry) -> bool:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        shutil.rmtree(entry.path, ignore_errors=True)
+        remove_tree(entry.path)
     return True
 
 
@@ -147,4 +131,4 @@ def clean_stale_workdirs(cache_dir: Path) -> None:
         pid = work.name.split("-")[1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             log.debug("removing stale work directory %s", work)
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)

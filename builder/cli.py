@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -337,6 +338,10 @@ def _remove_entries(found: list[Any]) -> None:
     click.echo(f"freed {freed / 2**20:.0f} MiB")
 
 
+# Failures of the machine, not of xenlive: a full disk, a read-only or vanished file system.
+USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT}
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -365,7 +370,21 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception:
-        traceback.print_exc()
-        click.echo("error: this is a bug in xenlive; please report it with the traceback above", err=True)
+    except OSError as e:
+        if e.errno not in USER_OS_ERRORS:
+            _bug()
+        if debug:
+            traceback.print_exc()
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"error: {e.strerror}{where}", err=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            click.echo("hint: free some space (`xenlive cache prune` removes old cache entries)", err=True)
         sys.exit(1)
+    except Exception:
+        _bug()
+
+
+def _bug() -> None:
+    traceback.print_exc()
+    click.echo("error: this is a bug in xenlive; please report it with the traceback above", err=True)
+    sys.exit(1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import logging
 import os
@@ -14,10 +14,12 @@ from builder import cache
 from builder.budget import check_budget
 from builder.checks.gate import gate
 from builder.context import BuildContext, source_date_epoch
+from builder.errors import UsageError
+from builder.fsutil import remove_tree, sha256_file, tree_size
 from builder.log import step
 from builder.profile import Firmware, Profile, to_data
 from builder.run import require_tools
-from builder.stages import boot, rootfs
+from builder.stages import boot, guests, rootfs
 from builder.stages.boot import install_bootloaders
 from builder.stages.customize import customize
 from builder.stages.guests import build_guests
@@ -33,11 +35,13 @@ def required_tools(profile: Profile) -> list[str]:
     tools = list(rootfs.REQUIRED_TOOLS)
     for firmware in profile.media.boot:
         tools += boot.REQUIRED_TOOLS[Firmware(firmware)]
-    return tools
+    return tools + guests.required_tools(profile)
 
 
 def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[str, ...] = ()) -> BuildContext:
     require_tools(required_tools(profile))
+    check_output_path(output)
+    profile = with_guest_dom0_packages(profile)
     epoch = source_date_epoch()
     (cache_dir / "work").mkdir(parents=True, exist_ok=True)
     cache.clean_stale_workdirs(cache_dir)
@@ -64,17 +68,33 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
             install_bootloaders(ctx)
         with step("manifest", ctx.timings):
             write_manifest(ctx)
-        check_budget(ctx, _tree_size(ctx.staging), "the medium's files", ignore_checks)
+        check_budget(ctx, tree_size(ctx.staging), "the medium's files", ignore_checks)
         with step("master ISO", ctx.timings):
             master_iso(ctx, lambda iso: check_budget(ctx, iso.stat().st_size, "the ISO", ignore_checks))
         write_beside_iso(ctx)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)
     return ctx
 
 
-def _tree_size(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+def with_guest_dom0_packages(profile: Profile) -> Profile:
+    """dom0's packages plus what its guests need (qemu-system-xen for hvm guests only), so a profile
+    without such guests keeps the smaller, already cached dom0."""
+    extra = [p for p in guests.guest_dom0_packages(profile) if p not in profile.dom0.packages]
+    if not extra:
+        return profile
+    return dataclasses.replace(profile, dom0=dataclasses.replace(profile.dom0, packages=(*profile.dom0.packages, *extra)))
+
+
+def check_output_path(output: Path) -> None:
+    """Refuse an output the ISO could not be written to, before any long step starts."""
+    parent = output.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"{output}: directory {parent} does not exist", hint="create it, or choose another -o")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{output}: directory {parent} is not writable", hint="choose another -o")
+    if output.is_dir():
+        raise UsageError(f"{output} is a directory", hint="give the ISO's file name with -o")
 
 
 def write_manifest(ctx: BuildContext) -> None:
@@ -96,14 +116,6 @@ def write_manifest(ctx: BuildContext) -> None:
     target = ctx.staging / "xenlive/manifest.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_beside_iso(ctx: BuildContext) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -56,3 +57,39 @@ def test_usage_error_exits_2():
     with pytest.raises(SystemExit) as info:
         main(["test"])
     assert info.value.code == 2
+
+
+def test_output_in_missing_directory_exits_2_before_work(tmp_path):
+    proc = xenlive("build", "default", "-o", str(tmp_path / "nowhere" / "x.iso"))
+    assert proc.returncode == 2
+    assert f"directory {tmp_path / 'nowhere'} does not exist" in proc.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only mount needs root")
+def test_output_on_read_only_file_system_exits_2(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        proc = xenlive("build", "default", "-o", str(ro / "x.iso"))
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert proc.returncode == 2 and "is not writable" in proc.stderr
+
+
+def test_disk_full_is_a_clear_error_not_a_bug(monkeypatch, capsys):
+    import errno
+
+    from builder import cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/out/x.iso")
+
+    monkeypatch.setattr(cli, "load_profile", full)
+    with pytest.raises(SystemExit) as info:
+        main(["build"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert err.startswith("error: No space left on device: /out/x.iso\nhint: free some space")
+    assert "Traceback" not in err and "bug" not in err

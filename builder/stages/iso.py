@@ -143,7 +143,6 @@ def _master(ctx: BuildContext, tmp: Path, rng: random.Random) -> None:
         iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True)
     if Firmware.BIOS in profile.media.boot:
         iso.add_isohybrid(efi=Firmware.UEFI in profile.media.boot, mbr_id=rng.getrandbits(32))
-    ctx.output.parent.mkdir(parents=True, exist_ok=True)
     iso.write(os.fspath(tmp))
     iso.close()
 

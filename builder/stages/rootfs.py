@@ -15,6 +15,7 @@ from pathlib import Path
 from builder import cache
 from builder.context import BuildContext
 from builder.errors import XenliveError
+from builder.fsutil import unmount_below
 from builder.run import run
 
 log = logging.getLogger(__name__)
@@ -33,32 +34,6 @@ DPKG_OPTIONS = [
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
 ]
-
-
-def mounts_below(root: Path) -> list[Path]:
-    """Mount points at or under `root`, deepest first (from /proc/self/mountinfo)."""
-    root = root.resolve()
-    found = []
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        point = Path(line.split()[4].encode().decode("unicode_escape"))
-        if point == root or root in point.parents:
-            found.append(point)
-    return sorted(found, key=lambda p: len(p.parts), reverse=True)
-
-
-def unmount_below(root: Path) -> None:
-    """Unmount what mmdebstrap (or a maintainer script) left mounted in the tree.
-
-    mmdebstrap only warns when it cannot unmount /proc (something in the chroot still used it); a
-    mount left there would be squashed or, worse, deleted through when the cache entry is removed.
-    """
-    for point in mounts_below(root):
-        log.warning("    %s is still mounted after mmdebstrap; unmounting it", point)
-        run(["umount", "--lazy", point], check=False)
 
 
 def dom0_packages(extra: tuple[str, ...]) -> list[str]:

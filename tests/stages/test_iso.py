@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,6 +46,7 @@ def small_medium(tmp_path: Path) -> BuildContext:
 def test_master_writes_hybrid_iso_with_bios_and_uefi_boot(small_medium):
     ctx = small_medium
     install_bootloaders(ctx)
+    ctx.output.parent.mkdir()
     master_iso(ctx)
     assert ctx.output.is_file()
     assert not list(ctx.output.parent.glob(".*tmp*")), "temporary file left behind"
@@ -94,3 +96,23 @@ def test_refused_iso_keeps_the_previous_output(small_medium):
         master_iso(ctx, refuse)
     assert ctx.output.read_bytes() == b"the previous, good ISO"
     assert [p.name for p in ctx.output.parent.iterdir()] == ["x.iso"]
+
+
+@needs_tools
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny file system needs root")
+def test_disk_full_while_mastering_leaves_nothing(small_medium, tmp_path):
+    import errno
+
+    ctx = small_medium
+    install_bootloaders(ctx)
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
+    try:
+        ctx.output = full / "x.iso"
+        with pytest.raises(OSError) as info:
+            master_iso(ctx)
+        assert info.value.errno == errno.ENOSPC
+        assert list(full.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
