@@ -83,7 +83,8 @@ def with_guest_dom0_packages(profile: Profile) -> Profile:
     extra = [p for p in guests.guest_dom0_packages(profile) if p not in profile.dom0.packages]
     if not extra:
         return profile
-    return dataclasses.replace(profile, dom0=dataclasses.replace(profile.dom0, packages=(*profile.dom0.packages, *extra)))
+    dom0 = dataclasses.replace(profile.dom0, packages=(*profile.dom0.packages, *extra))
+    return dataclasses.replace(profile, dom0=dom0)
 
 
 def check_output_path(output: Path) -> None:

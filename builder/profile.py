@@ -254,12 +254,20 @@ class DebianGuest:
     mirror: str = field(default="http://deb.debian.org/debian", metadata=_meta("Debian mirror URL"))
     packages: tuple[str, ...] = field(
         default=(),
-        metadata=_meta("packages on top of the guest's minimal system (kernel, systemd, iproute2, ping)", pattern=PACKAGE),
+        metadata=_meta(
+            "packages on top of the guest's minimal system (kernel, systemd, iproute2, ping)", pattern=PACKAGE
+        ),
     )
-    hostname: str = field(default="", metadata=_meta("the guest's host name; default: its domain name", pattern=OPTIONAL_HOSTNAME))
-    users: tuple[User, ...] = field(default=(), metadata=_meta("accounts in the guest; an entry named root changes root"))
+    hostname: str = field(
+        default="", metadata=_meta("the guest's host name; default: its domain name", pattern=OPTIONAL_HOSTNAME)
+    )
+    users: tuple[User, ...] = field(
+        default=(), metadata=_meta("accounts in the guest; an entry named root changes root")
+    )
     dhcp: bool = field(default=True, metadata=_meta("get the guest's address with DHCP on its first NIC"))
-    address: str = field(default="", metadata=_meta("a static IPv4 address with prefix, e.g. 10.99.0.10/24", pattern=IPV4_CIDR))
+    address: str = field(
+        default="", metadata=_meta("a static IPv4 address with prefix, e.g. 10.99.0.10/24", pattern=IPV4_CIDR)
+    )
     gateway: str = field(default="", metadata=_meta("IPv4 gateway for a static address", pattern=IPV4))
     disk_size: int = field(
         default=0,
@@ -281,8 +289,12 @@ class Guest:
     vcpus: int = field(default=1, metadata=_meta("virtual CPUs", min=1, max=128))
     kernel: str = field(default="dom0", metadata=_meta('"dom0" (the dom0 kernel) or a path to a kernel'))
     initrd: str = field(default="busybox", metadata=_meta('"busybox" (built from dom0\'s busybox) or a path'))
-    kernel_sha256: str = field(default="", metadata=_meta("sha256 of kernel when it is a path (kind image)", pattern=SHA256))
-    initrd_sha256: str = field(default="", metadata=_meta("sha256 of initrd when it is a path (kind image)", pattern=SHA256))
+    kernel_sha256: str = field(
+        default="", metadata=_meta("sha256 of kernel when it is a path (kind image)", pattern=SHA256)
+    )
+    initrd_sha256: str = field(
+        default="", metadata=_meta("sha256 of initrd when it is a path (kind image)", pattern=SHA256)
+    )
     disk: Path | None = field(default=None, metadata=_meta("a raw disk image, relative to the profile (kind image)"))
     disk_sha256: str = field(default="", metadata=_meta("sha256 of disk; required with disk", pattern=SHA256))
     cdrom: Path | None = field(default=None, metadata=_meta("an ISO an hvm guest boots from (kind image, type hvm)"))
@@ -302,15 +314,20 @@ class Guest:
         ),
     )
     autostart: bool = field(default=True, metadata=_meta("start the guest when dom0 boots"))
-    order: int = field(default=50, metadata=_meta("start order: lower starts first, equal ones by name", min=0, max=999))
+    order: int = field(
+        default=50, metadata=_meta("start order: lower starts first, equal ones by name", min=0, max=999)
+    )
     network: bool = field(default=True, metadata=_meta("give the guest a NIC on dom0's bridge"))
-    on_poweroff: GuestAction = field(default=GuestAction.DESTROY, metadata=_meta("what Xen does when the guest powers off"))
+    on_poweroff: GuestAction = field(
+        default=GuestAction.DESTROY, metadata=_meta("what Xen does when the guest powers off")
+    )
     on_reboot: GuestAction = field(default=GuestAction.RESTART, metadata=_meta("what Xen does when the guest reboots"))
     on_crash: GuestAction = field(default=GuestAction.DESTROY, metadata=_meta("what Xen does when the guest crashes"))
     ready: str = field(
         default="",
         metadata=_meta(
-            "an extended regular expression; XENLIVE-READY waits until the guest's console shows it", pattern=READY_PATTERN
+            "an extended regular expression; XENLIVE-READY waits until the guest's console shows it",
+            pattern=READY_PATTERN,
         ),
     )
     ready_timeout: int = field(default=600, metadata=_meta("seconds XENLIVE-READY waits for `ready`", min=1, max=7200))
@@ -350,8 +367,6 @@ def _check_guests(profile: Profile, root: yaml.Node) -> list[str]:
             for key in ("disk", "cdrom"):
                 if getattr(g, key) is not None:
                     err(f"a busybox guest has no {key}; use kind: image", i, key)
-            if g.type == GuestType.HVM:
-                err("a busybox guest boots a Linux kernel directly: type pv or pvh", i, "type")
             if g.overlay is not None and not (profile.base_dir / g.overlay).is_dir():
                 err(f"overlay directory not found: {g.overlay}", i, "overlay")
         elif g.kind == GuestKind.DEBIAN:
@@ -365,8 +380,6 @@ def _check_guests(profile: Profile, root: yaml.Node) -> list[str]:
             if g.type == GuestType.HVM:
                 if g.disk is None and g.cdrom is None:
                     err("an hvm image guest needs a disk or a cdrom to boot from", i)
-                for key in sorted(given):
-                    err("an hvm guest boots from its disk or cdrom, not a kernel", i, key)
             else:
                 if "kernel" not in given:
                     err("an image guest of type pv or pvh needs kernel: a path to its kernel", i, "kernel")
@@ -396,8 +409,11 @@ def _check_guests(profile: Profile, root: yaml.Node) -> list[str]:
             medium_bytes += g.debian.disk_size << 20
         limit = profile.media.size_limit
         if limit is not None and medium_bytes > limit:
-            key = "disk" if g.disk is not None else "cdrom" if g.cdrom is not None else "debian" if g.kind == GuestKind.DEBIAN else ""
-            message = f"the guests' files come to {medium_bytes} bytes by here, more than media.size_limit ({limit} bytes)"
+            key = next((k for k in ("disk", "cdrom") if getattr(g, k) is not None), "")
+            key = key or ("debian" if g.kind == GuestKind.DEBIAN else "")
+            message = (
+                f"the guests' files come to {medium_bytes} bytes by here, more than media.size_limit ({limit} bytes)"
+            )
             err(message, i, *([key] if key else []))
             medium_bytes = -(1 << 62)  # report it once
         if g.ready:

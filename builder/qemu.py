@@ -216,7 +216,16 @@ def judge_ready(ready: dict[str, object]) -> str | None:
         for name, info in guests.items()
         if not isinstance(info, dict) or info.get("state") != "running"
     ]
-    return "guests not running: " + "; ".join(bad) if bad else None
+    # A guest that declared a ready pattern must also have shown it on its console.
+    late = [
+        f"{name}: ready marker not seen ({info.get('reason', 'no reason given')})"
+        for name, info in guests.items()
+        if isinstance(info, dict) and info.get("state") == "running" and info.get("ready") is False
+    ]
+    problems = (["guests not running: " + "; ".join(bad)] if bad else []) + (
+        ["guests not ready: " + "; ".join(late)] if late else []
+    )
+    return "; ".join(problems) if problems else None
 
 
 def choose_accel(accel: str) -> str:

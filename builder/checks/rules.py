@@ -153,7 +153,8 @@ def memory_budget_mib(profile: Profile, target_mib: int, built: BuiltFacts) -> t
     for g in profile.guests:
         if g.autostart:
             ramdisk = -(-built.ramdisk_bytes.get(g.name, 0) // (1 << 20))
-            need = g.memory + GUEST_OVERHEAD_MIB + g.memory // 100 + ramdisk
+            writes = g.write_buffer if g.has_disk else 0  # its disk's writes, held in dom0's RAM
+            need = g.memory + GUEST_OVERHEAD_MIB + g.memory // 100 + ramdisk + writes
             parts.append(f"{g.name} {need}")
             total += need
     return total, parts

@@ -1,60 +1,202 @@
-"""Guest domains: their kernel and initrd on the medium, and their xl configs in dom0.
+"""Guest domains: their files on the medium, their xl configs and start list in dom0.
 
-Guest files live on the medium under /guests/NAME/ and are read from there by xl in dom0,
-so they are not copied into the squashfs layers.
+Guest files live on the medium under /guests/NAME/ and are read from there in dom0, so they are
+not copied into the squashfs layers. Each kind makes its files in its own way:
+
+- busybox: dom0's kernel and an initramfs of dom0's static busybox (plus an optional overlay);
+  the guest lives in RAM and has no disk.
+- debian: mmdebstrap writes a tarball of a small Debian system, `mkfs.ext4 -d` turns it into the
+  guest's disk (no loop mounts), and the kernel and initrd are taken from that same tree.
+- image: the profile's own kernel, initrd, disk or cdrom, checked against their sha256 at load.
+
+Built artifacts are cache entries keyed by a hash of the guest's own inputs (builder/cache.py), so
+changing one guest rebuilds that guest only.
+
+Writable disks on a read-only medium: dom0's xenlive-guests service puts a device-mapper snapshot
+over the read-only image on the medium, with its copy-on-write store in a tmpfs of
+`write_buffer` MiB. Writes cost dom0 RAM as they happen, up to that size (the memory-budget check
+counts it); when the buffer is full the snapshot becomes invalid and the guest sees I/O errors.
+Nothing is ever written to the medium.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import shlex
 import shutil
+import tarfile
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
-from builder import cpio
+from builder import cache, cpio
 from builder.context import BuildContext
 from builder.errors import XenliveError
-from builder.profile import Guest, GuestType
+from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
+from builder.run import run
 from builder.stages.rootfs import boot_file
 from builder.stages.xen import LIVE_MEDIUM
 from builder.templating import render
 
+log = logging.getLogger(__name__)
+
+REQUIRED_TOOLS = ["mmdebstrap", "mkfs.ext4"]  # only when a profile has a debian guest
+STAGE_VERSION = 1  # bump when the way guest artifacts are made changes
 BUSYBOX = "bin/busybox"
+DOM0_ADDRESS = "@DOM0_ADDRESS@"  # replaced by xenlive-guests at boot with dom0's address on the bridge
+HVM_DOM0_PACKAGES = ("qemu-system-xen",)  # the device model an hvm guest needs in dom0
+CONSOLE_LOG = "/var/log/xen/console/guest-{name}.log"  # where xenconsoled --log=guest writes
+
+# A Debian guest stays small: the kernel, systemd with networkd, and the tools its network proof uses.
+DEBIAN_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "iproute2", "iputils-ping")
+DEBIAN_DPKG_OPTIONS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+)
+# Its initrd only needs to find an ext4 root on a Xen block device (MODULES=list keeps it ~6 MB).
+DEBIAN_INITRD_MODULES = ("xen-blkfront", "xen-netfront", "ext4")
+# A PV guest sees Xen's virtual devices only: kernel/drivers keeps these, the rest (about 300 MB) goes.
+DEBIAN_KEEP_DRIVERS = ("xen", "block", "md", "char")
+DISK_SLACK = 1.25  # free room on an automatically sized guest disk
+DISK_EXTRA_MIB = 32  # ext4 metadata and journal
+
+
+def guest_dom0_packages(profile: Profile) -> tuple[str, ...]:
+    """Packages dom0 needs for the profile's guests: qemu-system-xen only when an hvm guest exists,
+    so profiles without one do not carry the device model's ~40 MB."""
+    if any(g.type == GuestType.HVM for g in profile.guests):
+        return HVM_DOM0_PACKAGES
+    return ()
+
+
+def required_tools(profile: Profile) -> list[str]:
+    return list(REQUIRED_TOOLS) if any(g.kind == GuestKind.DEBIAN for g in profile.guests) else []
+
+
+def start_order(profile: Profile) -> list[Guest]:
+    """Guests in the order dom0 starts them: `order`, then name (as xendomains would)."""
+    return sorted(profile.guests, key=lambda g: (g.order, g.name))
 
 
 def build_guests(ctx: BuildContext) -> None:
-    tree = ctx.require_rootfs()
     guest_dir = ctx.top / "etc/xen/guests"
     auto_dir = ctx.top / "etc/xen/auto"
-    guest_dir.mkdir(parents=True, exist_ok=True)
-    auto_dir.mkdir(parents=True, exist_ok=True)
+    conf_dir = ctx.top / "etc/xenlive/guests"
+    for directory in (guest_dir, auto_dir, conf_dir):
+        directory.mkdir(parents=True, exist_ok=True)
     for guest in ctx.profile.guests:
-        if guest.type == GuestType.HVM:
-            raise XenliveError(f"guest {guest.name!r}: building HVM guests is not supported yet")
         medium_dir = ctx.staging / "guests" / guest.name
         medium_dir.mkdir(parents=True, exist_ok=True)
-        kernel = boot_file(tree, "kernel") if guest.kernel == "dom0" else ctx.profile.base_dir / guest.kernel
-        shutil.copyfile(kernel, medium_dir / "vmlinuz")
-        if guest.initrd == "busybox":
-            cpio.write_gzip(busybox_initrd(tree, guest), medium_dir / "initrd.img")
+        if guest.kind == GuestKind.BUSYBOX:
+            place_busybox(ctx, guest, medium_dir)
+        elif guest.kind == GuestKind.DEBIAN:
+            place_debian(ctx, guest, medium_dir)
         else:
-            shutil.copyfile(ctx.profile.base_dir / guest.initrd, medium_dir / "initrd.img")
-        (guest_dir / f"{guest.name}.cfg").write_text(xl_config(ctx, guest))
+            place_image(ctx, guest, medium_dir)
+        (guest_dir / f"{guest.name}.cfg").write_text(xl_config(ctx.profile, guest))
         if guest.autostart:
             (auto_dir / f"{guest.name}.cfg").symlink_to(f"../guests/{guest.name}.cfg")
+        if guest.ready:
+            (conf_dir / f"{guest.name}.ready").write_text(f"{guest.ready_timeout}\n{guest.ready}\n")
+    (ctx.top / "etc/xenlive/guests.list").write_text(guest_list(ctx.profile))
 
 
-def xl_config(ctx: BuildContext, guest: Guest) -> str:
+def guest_list(profile: Profile) -> str:
+    """/etc/xenlive/guests.list for xenlive-guests: "NAME WRITE_BUFFER_MIB" in start order (0: no disk)."""
+    lines = ["# Written by xenlive: guests in start order, with the MiB of RAM that hold their disk writes.\n"]
+    for g in start_order(profile):
+        lines.append(f"{g.name} {g.write_buffer if g.has_disk else 0}\n")
+    return "".join(lines)
+
+
+def mac_address(profile: Profile, guest: Guest) -> str:
+    """A stable MAC in Xen's 00:16:3e range, so a guest keeps its DHCP lease from boot to boot."""
+    digest = hashlib.sha256(f"{profile.name}/{guest.name}".encode()).digest()
+    return "00:16:3e:" + ":".join(f"{b:02x}" for b in (digest[0] & 0x7F, digest[1], digest[2]))
+
+
+def disk_specs(guest: Guest) -> list[str]:
+    """xl disk specs: the writable snapshot xenlive-guests makes, and a read-only cdrom."""
     base = f"{LIVE_MEDIUM}/guests/{guest.name}"
+    hvm = guest.type == GuestType.HVM
+    specs = []
+    if guest.has_disk:
+        vdev = "hda" if hvm else "xvda"
+        specs.append(f"format=raw, vdev={vdev}, access=rw, target=/dev/mapper/xenlive-{guest.name}")
+    if guest.cdrom is not None:
+        specs.append(f"format=raw, vdev=hdc, access=ro, devtype=cdrom, target={base}/cdrom.iso")
+    return specs
+
+
+def kernel_cmdline(guest: Guest) -> str:
+    if guest.kind == GuestKind.DEBIAN:
+        return f"root=/dev/xvda rw {guest.cmdline} xenlive.dom0={DOM0_ADDRESS}"
+    return guest.cmdline
+
+
+def xl_config(profile: Profile, guest: Guest) -> str:
+    base = f"{LIVE_MEDIUM}/guests/{guest.name}"
+    # hvm guests boot from their disk or cdrom, unless they name a kernel (xl's direct kernel boot).
+    direct_boot = guest.type != GuestType.HVM or guest.kind == GuestKind.BUSYBOX or guest.kernel != "dom0"
+    has_initrd = guest.kind != GuestKind.IMAGE or guest.initrd not in ("dom0", "busybox")
+    bridge = profile.dom0.network.bridge
     return render(
         "guest.cfg.j2",
-        profile=ctx.profile,
+        profile=profile,
         guest=guest,
-        kernel=f"{base}/vmlinuz",
-        ramdisk=f"{base}/initrd.img",
+        kernel=f"{base}/vmlinuz" if direct_boot else "",
+        ramdisk=f"{base}/initrd.img" if direct_boot and has_initrd else "",
+        extra=kernel_cmdline(guest),
+        disks=disk_specs(guest),
+        vif=f"mac={mac_address(profile, guest)}, bridge={bridge}" if guest.network and bridge else "",
+        boot="d" if guest.cdrom is not None else "c",
+        console_log=CONSOLE_LOG.format(name=guest.name),
     )
 
 
-def busybox_initrd(tree: Path, guest: Guest) -> list[cpio.Entry]:
-    """A minimal initramfs: dom0's static busybox and an /init that prints a ready marker."""
+def _place(src: Path, dest: Path) -> None:
+    """A hard link when the cache and the workspace share a file system (a 300 MB disk costs
+    nothing), a copy otherwise."""
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+# --- busybox --------------------------------------------------------------------------------------
+
+
+def place_busybox(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
+    tree = ctx.require_rootfs()
+    entries = busybox_initrd(tree, guest, ctx.profile.base_dir)
+    key = cache.input_hash({"stage": STAGE_VERSION, "kind": "busybox", "initrd": _entries_digest(entries)})
+
+    def make(tmp: Path) -> list[str]:
+        cpio.write_gzip(entries, tmp / "initrd.img")
+        return ["initrd.img"]
+
+    kernel = boot_file(tree, "kernel") if guest.kernel == "dom0" else ctx.profile.base_dir / guest.kernel
+    _place(kernel, medium_dir / "vmlinuz")
+    if guest.initrd != "busybox":
+        _place(ctx.profile.base_dir / guest.initrd, medium_dir / "initrd.img")
+        return
+    entry, cached = cache.obtain(ctx.cache_dir, "guest", key, make)
+    ctx.cache_hits[f"guest:{guest.name}"] = cached
+    _place(entry / "initrd.img", medium_dir / "initrd.img")
+
+
+def _entries_digest(entries: list[cpio.Entry]) -> str:
+    return hashlib.sha256(cpio.archive(entries)).hexdigest()
+
+
+def busybox_initrd(tree: Path, guest: Guest, base_dir: Path | None = None) -> list[cpio.Entry]:
+    """A minimal initramfs: dom0's static busybox, an /init that prints a ready marker, the overlay."""
     busybox = tree / BUSYBOX
     if not busybox.is_file():
         raise XenliveError(
@@ -62,7 +204,7 @@ def busybox_initrd(tree: Path, guest: Guest) -> list[cpio.Entry]:
             hint="keep busybox-static in dom0's packages",
         )
     init = render("busybox-init.j2", guest=guest)
-    return [
+    entries = [
         cpio.directory("bin"),
         cpio.regular("bin/busybox", busybox.read_bytes(), 0o755),
         cpio.symlink("bin/sh", "busybox"),
@@ -74,3 +216,230 @@ def busybox_initrd(tree: Path, guest: Guest) -> list[cpio.Entry]:
         cpio.directory("root", 0o700),
         cpio.regular("init", init.encode(), 0o755),
     ]
+    if guest.overlay is not None:
+        entries += overlay_entries((base_dir or Path.cwd()) / guest.overlay)
+    return entries
+
+
+def overlay_entries(root: Path) -> list[cpio.Entry]:
+    """An overlay directory as cpio entries, in a stable order; later entries win in the kernel's
+    unpacker, so an overlay file replaces one of the same name."""
+    entries: list[cpio.Entry] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            item = here / name
+            rel = item.relative_to(root).as_posix()
+            mode = item.lstat().st_mode & 0o7777
+            if item.is_symlink():
+                entries.append(cpio.symlink(rel, os.readlink(item)))
+            elif item.is_dir():
+                entries.append(cpio.directory(rel, mode))
+            elif item.is_file():
+                entries.append(cpio.regular(rel, item.read_bytes(), mode))
+    return entries
+
+
+# --- debian ---------------------------------------------------------------------------------------
+
+
+def debian_overlay(guest: Guest) -> dict[str, tuple[str, int]]:
+    """The guest's own files (hostname, network, the network proof service), rendered: path -> (text, mode)."""
+    files: dict[str, tuple[str, int]] = {}
+    root = resources.files("builder").joinpath("templates/guest-debian")
+    context = {"guest": guest, "hostname": guest.debian.hostname or guest.name.lower().replace("_", "-")}
+    _collect(root, "guest-debian", "", files, context)
+    return files
+
+
+def _collect(node: Traversable, template_dir: str, rel: str, files: dict[str, tuple[str, int]],
+             context: dict[str, Any]) -> None:  # fmt: skip
+    for item in sorted(node.iterdir(), key=lambda i: i.name):
+        sub = f"{rel}/{item.name}" if rel else item.name
+        if item.is_dir():
+            _collect(item, f"{template_dir}/{item.name}", sub, files, context)
+        elif item.name.endswith(".j2"):
+            mode = 0o755 if "/sbin/" in f"/{sub}" else 0o644
+            files[sub.removesuffix(".j2")] = (render(f"{template_dir}/{item.name}", **context), mode)
+        else:
+            mode = 0o755 if "/sbin/" in f"/{sub}" else 0o644
+            files[sub] = (item.read_text(), mode)
+
+
+def debian_key(guest: Guest) -> str:
+    return cache.input_hash(
+        {
+            "stage": STAGE_VERSION,
+            "kind": "debian",
+            "name": guest.name,
+            "debian": to_data(guest.debian),
+            "packages": list(DEBIAN_PACKAGES),
+            "dpkg": list(DEBIAN_DPKG_OPTIONS),
+            "modules": list(DEBIAN_INITRD_MODULES),
+            "drivers": list(DEBIAN_KEEP_DRIVERS),
+            "overlay": {k: [v[0], v[1]] for k, v in debian_overlay(guest).items()},
+        }
+    )
+
+
+def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
+    """mmdebstrap hooks: the initrd settings before the kernel is installed, then the guest's files,
+    accounts and services, and the trimmed kernel modules. All run inside mmdebstrap, so the
+    build needs no mounts of its own."""
+    modules = "\\n".join(DEBIAN_INITRD_MODULES)
+    essential = (
+        'mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d"'
+        ' && echo MODULES=list > "$1/etc/initramfs-tools/conf.d/xenlive"'
+        f' && printf "{modules}\\n" > "$1/usr/share/initramfs-tools/modules.d/xenlive"'
+    )
+    keep = " ".join(f"! -name {d}" for d in DEBIAN_KEEP_DRIVERS)
+    trim = (
+        'for m in "$1"/lib/modules/*; do'
+        ' mv "$m/kernel/drivers/net/xen-netfront.ko" "$m/kernel/xen-netfront.ko"'
+        f' && find "$m/kernel/drivers" -mindepth 1 -maxdepth 1 {keep} -exec rm -rf {{}} +'
+        ' && mkdir -p "$m/kernel/drivers/net" && mv "$m/kernel/xen-netfront.ko" "$m/kernel/drivers/net/"'
+        ' && rm -rf "$m/kernel/sound" "$m/kernel/net/wireless" "$m/kernel/net/mac80211" "$m/kernel/net/bluetooth"'
+        ' && chroot "$1" depmod "${m##*/}" || exit 1; done'
+    )
+    accounts = []
+    for user in guest.debian.users:
+        password = shlex.quote(user.password)
+        if user.name == "root":
+            accounts.append(f'chroot "$1" usermod -p {password} root')
+            continue
+        args = ["-m", "-s", shlex.quote(user.shell), "-p", password]
+        if user.uid is not None:
+            args += ["-u", str(user.uid)]
+        if user.comment:
+            args += ["-c", shlex.quote(user.comment)]
+        if user.groups:
+            args += ["-G", shlex.quote(",".join(user.groups))]
+        accounts.append(f'chroot "$1" useradd {" ".join(args)} {user.name}')
+    hooks = [
+        f"--essential-hook={essential}",
+        f"--customize-hook=sync-in {os.fspath(overlay_dir)} /",
+        '--customize-hook=chroot "$1" systemctl enable systemd-networkd.service xenlive-guest-net.service',
+        f"--customize-hook={trim}",
+    ]
+    hooks += [f"--customize-hook={a}" for a in accounts]
+    return hooks
+
+
+def mmdebstrap_command(guest: Guest, overlay_dir: Path, target: Path) -> list[str]:
+    debian = guest.debian
+    mode = "root" if os.geteuid() == 0 else "unshare"
+    packages = [*DEBIAN_PACKAGES, *[p for p in debian.packages if p not in DEBIAN_PACKAGES]]
+    return [
+        "mmdebstrap",
+        "--variant=minbase",
+        f"--mode={mode}",
+        "--format=tar",
+        "--include=" + ",".join(packages),
+        *[f"--dpkgopt={opt}" for opt in DEBIAN_DPKG_OPTIONS],
+        *debian_hooks(guest, overlay_dir),
+        debian.suite,
+        os.fspath(target),
+        debian.mirror,
+    ]
+
+
+def disk_size_mib(guest: Guest, tree_bytes: int, inodes: int) -> int:
+    """The guest's disk: as the profile says, else the tree plus DISK_SLACK room and ext4 metadata."""
+    if guest.debian.disk_size:
+        return guest.debian.disk_size
+    used = tree_bytes + inodes * 4096  # small files round up to a block each
+    return int(used * DISK_SLACK) // (1 << 20) + DISK_EXTRA_MIB
+
+
+def mkfs_command(guest: Guest, source: Path, image: Path, size_mib: int, key: str) -> list[str]:
+    uuid = f"{key[:8]}-{key[8:12]}-4{key[13:16]}-8{key[17:20]}-{key[:12]}"
+    return [
+        "mkfs.ext4", "-q", "-F",
+        "-L", guest.name[:16],
+        "-U", uuid,
+        "-E", f"hash_seed={uuid}",
+        "-d", os.fspath(source),
+        os.fspath(image), f"{size_mib}M",
+    ]  # fmt: skip
+
+
+def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
+    key = debian_key(guest)
+
+    def make(tmp: Path) -> list[str]:
+        overlay = tmp / "overlay"
+        for rel, (text, mode) in debian_overlay(guest).items():
+            path = overlay / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            os.chmod(path, mode)
+        tarball = tmp / "root.tar"
+        log.info("    mmdebstrap %s guest %s", guest.debian.suite, guest.name)
+        run(mmdebstrap_command(guest, overlay, tarball), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+        tree_bytes, inodes = extract_boot(tarball, tmp)
+        size = disk_size_mib(guest, tree_bytes, inodes)
+        log.info("    mkfs.ext4 -d: %d MiB disk for guest %s", size, guest.name)
+        # mkfs.ext4 reads a tarball itself only from e2fsprogs 1.47.1 on (Debian 12 has 1.47.0).
+        tree = tmp / "tree"
+        tree.mkdir()
+        run(["tar", "-xpf", os.fspath(tarball), "-C", os.fspath(tree), "--numeric-owner", "--xattrs",
+             "--xattrs-include=*"])  # fmt: skip
+        tarball.unlink()
+        run(mkfs_command(guest, tree, tmp / "disk.img", size, key), env={"E2FSPROGS_FAKE_TIME": str(ctx.epoch)})
+        shutil.rmtree(tree)
+        shutil.rmtree(overlay)
+        return ["vmlinuz", "initrd.img", "disk.img"]
+
+    entry, cached = cache.obtain(ctx.cache_dir, "guest", key, make)
+    ctx.cache_hits[f"guest:{guest.name}"] = cached
+    if cached:
+        log.info("    reusing cached guest %s (%s)", guest.name, key)
+    for name in ("vmlinuz", "initrd.img", "disk.img"):
+        _place(entry / name, medium_dir / name)
+
+
+def extract_boot(tarball: Path, dest: Path) -> tuple[int, int]:
+    """Copy the newest /boot/vmlinuz-* and /boot/initrd.img-* out of the guest's tarball; return
+    the tree's byte and inode counts (to size its disk)."""
+    found: dict[str, tarfile.TarInfo] = {}
+    total = inodes = 0
+    with tarfile.open(tarball) as tar:
+        for member in tar:
+            inodes += 1
+            total += member.size if member.isfile() else 0
+            name = member.name.removeprefix("./")
+            for prefix in ("vmlinuz", "initrd.img"):
+                newest = found.get(prefix)
+                if (
+                    member.isfile()
+                    and name.startswith(f"boot/{prefix}-")
+                    and (newest is None or member.name > newest.name)
+                ):
+                    found[prefix] = member
+        for prefix, out in (("vmlinuz", "vmlinuz"), ("initrd.img", "initrd.img")):
+            if prefix not in found:
+                raise XenliveError(
+                    f"the Debian guest tree has no /boot/{prefix}-*", hint="is linux-image-amd64 installed?"
+                )
+            source = tar.extractfile(found[prefix])
+            assert source is not None
+            with source, (dest / out).open("wb") as f:
+                shutil.copyfileobj(source, f)
+    return total, inodes
+
+
+# --- image ----------------------------------------------------------------------------------------
+
+
+def place_image(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
+    """The profile's own files, already checked against their sha256 when the profile was loaded."""
+    base = ctx.profile.base_dir
+    if guest.kernel != "dom0":
+        _place(base / guest.kernel, medium_dir / "vmlinuz")
+        if guest.initrd not in ("dom0", "busybox"):
+            _place(base / guest.initrd, medium_dir / "initrd.img")
+    if guest.disk is not None:
+        _place(base / guest.disk, medium_dir / "disk.img")
+    if guest.cdrom is not None:
+        _place(base / guest.cdrom, medium_dir / "cdrom.iso")
