@@ -160,8 +160,8 @@ def test(target: str, firmware: str, media: str, memory: int, cpus: int, cpu: st
     from builder import boottest, qemu
 
     iso = Path(target)
-    if iso.suffix.lower() != ".iso":
-        iso = _build_for_test(target)
+    if iso.suffix.lower() in (".yaml", ".yml") or (not iso.exists() and target.replace("-", "_").isidentifier()):
+        iso = _build_for_test(target)  # a profile file or a built-in profile's name
     elif not iso.is_file():
         raise UsageError(f"{iso}: no such ISO file")
     opts = _options(firmware, media, memory, cpus, cpu, accel, disks)

@@ -93,3 +93,12 @@ def test_disk_full_is_a_clear_error_not_a_bug(monkeypatch, capsys):
     assert info.value.code == 1
     assert err.startswith("error: No space left on device: /out/x.iso\nhint: free some space")
     assert "Traceback" not in err and "bug" not in err
+
+
+def test_test_command_takes_a_disk_image_that_is_not_named_iso(tmp_path):
+    image = tmp_path / "stick.img"
+    image.write_bytes(b"\0" * 1024)
+    proc = xenlive("test", str(image), "--accel", "tcg", "--cpu", "no-such-cpu-model", "--timeout", "20",
+                   "--report-dir", str(tmp_path / "r"))  # fmt: skip
+    assert "profile not found" not in proc.stderr
+    assert proc.returncode == 1  # QEMU refuses the CPU model: a failed boot, not a missing profile

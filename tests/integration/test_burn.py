@@ -53,12 +53,13 @@ def test_burned_file_is_the_iso_byte_for_byte(default_iso, burned_file):
 
 
 def test_burned_file_boots_in_qemu_as_a_usb_disk(burned_file, tmp_path):
-    console = tmp_path / "console.log"
-    proc = xenlive("test", str(burned_file), "--media", "usb", "--timeout", str(BOOT_TIMEOUT), "--log", str(console))
-    verdicts = [line for line in proc.stderr.splitlines() if line.startswith(("PASS", "FAIL"))]
-    print(verdicts)
+    report = tmp_path / "report"
+    proc = xenlive("test", str(burned_file), "--media", "usb", "--timeout", str(BOOT_TIMEOUT),
+                   "--report-dir", str(report), "--json")  # fmt: skip
+    console = report / "bios-usb/console.log"
     assert proc.returncode == 0, f"{proc.stderr}\n{console.read_text(errors='replace')[-3000:]}"
-    assert verdicts and verdicts[-1].startswith("PASS bios/usb")
+    result = json.loads(proc.stdout)
+    assert result["passed"] and (result["firmware"], result["media"]) == ("bios", "usb")
 
 
 def test_cd_path_writes_the_real_iso_to_a_stdio_pseudo_drive(default_iso, tmp_path):
