@@ -51,7 +51,7 @@ def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
     tree = ctx.rootfs
     if base.is_file() and tree is not None and tree.is_dir():
         ratio = base.stat().st_size / max(1, tree_size(tree))  # squashfs compression, applied evenly
-        counted = set()
+        counted: set[str] = set()
         for part, hint in BASE_PARTS.items():
             if (tree / part).is_dir():
                 share = tree_size(tree / part) - sum(tree_size(tree / c) for c in counted if c.startswith(part + "/"))

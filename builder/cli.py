@@ -10,8 +10,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import yaml
@@ -23,6 +24,7 @@ from builder.log import setup_logging
 from builder.profile import load_profile, to_data
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,7 +120,7 @@ def profiles() -> None:
         click.echo(f"{entry.name:<16} {entry.origin:<9} {entry.description}")
 
 
-def _boot_options(f):  # type: ignore[no-untyped-def]
+def _boot_options(f: F) -> F:
     """Options shared by `test` and `boot`."""
     options = [
         click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True),

@@ -427,7 +427,7 @@ def _what_went_away(target: Target, host: Host) -> str | None:
 def _write_optical(iso: Path, total: int, target: Target, progress: Progress) -> str:
     """Burn with xorriso's cdrecord emulation in one session (-dao), blanking a rewritable if needed."""
     progress("write", 0, total)
-    cmd = ["xorriso", "-as", "cdrecord", "-v", f"dev={target.drive}", "blank=as_needed", "-dao", iso]
+    cmd: list[str | Path] = ["xorriso", "-as", "cdrecord", "-v", f"dev={target.drive}", "blank=as_needed", "-dao", iso]
     try:
         run(cmd)
     except CommandError as e:

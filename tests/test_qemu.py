@@ -104,8 +104,8 @@ def test_find_ovmf_reads_descriptors(tmp_path, monkeypatch):
     nvram.write_bytes(b"v")
     secure = {"interface-types": ["uefi"], "features": ["secure-boot"],
               "targets": [{"architecture": "x86_64"}], "mapping": {}}  # fmt: skip
-    plain = {"interface-types": ["uefi"], "features": [], "targets": [{"architecture": "x86_64"}],
-             "mapping": {"executable": {"filename": str(code)}, "nvram-template": {"filename": str(nvram)}}}  # fmt: skip
+    mapping = {"executable": {"filename": str(code)}, "nvram-template": {"filename": str(nvram)}}
+    plain = {"interface-types": ["uefi"], "features": [], "targets": [{"architecture": "x86_64"}], "mapping": mapping}
     (tmp_path / "50-secure.json").write_text(json.dumps(secure))
     (tmp_path / "60-plain.json").write_text(json.dumps(plain))
     monkeypatch.setattr(qemu, "FIRMWARE_DESCRIPTORS", tmp_path)

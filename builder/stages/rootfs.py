@@ -71,10 +71,8 @@ def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
 
 
 def squashfs_command(tree: Path, output: Path, excludes: list[str] | None = None) -> list[str]:
-    cmd = [
-        os.fspath(p)
-        for p in ["mksquashfs", tree, output, "-noappend", "-comp", "zstd", "-quiet", "-no-progress"]
-    ]
+    args: list[str | Path] = ["mksquashfs", tree, output, "-noappend", "-comp", "zstd", "-quiet", "-no-progress"]
+    cmd = [os.fspath(p) for p in args]
     if excludes:
         cmd += ["-wildcards", "-e", *excludes]
     return cmd
