@@ -76,6 +76,7 @@ def customize(ctx: BuildContext) -> None:
     (ctx.top / "etc/xenlive").mkdir(parents=True, exist_ok=True)
     (ctx.top / "etc/xenlive/owners").write_text("".join(f"{line}\n" for line in owners.lines))
     enable_units(ctx.top)
+    mask_units(ctx.top)
     for unit in profile.dom0.services:
         enable_service(unit, ctx.top, base)
 
@@ -115,6 +116,20 @@ def install_section(unit_file: Path) -> dict[str, list[str]]:
             else:
                 values[key.strip()] = []  # an empty assignment resets the list, as in systemd
     return values
+
+
+def mask_units(root: Path) -> None:
+    """Link the units in data/dom0-masked-units.txt to /dev/null, as `systemctl mask` would."""
+    text = resources.files("builder").joinpath("data/dom0-masked-units.txt").read_text()
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True, exist_ok=True)
+    for line in text.splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name:
+            link = units / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to("/dev/null")
 
 
 def enable_units(root: Path) -> None:

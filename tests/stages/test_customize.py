@@ -232,3 +232,10 @@ def test_shipped_profiles_customize(tmp_path, monkeypatch):
         ctx = make_ctx(tmp_path / name, REPO / "profiles" / f"{name}.yaml")
         customize(ctx)
         assert (ctx.top / "etc/hostname").read_text() == f"{ctx.profile.dom0.hostname}\n"
+
+
+def test_units_that_delay_a_live_boot_are_masked(ctx):
+    customize(ctx)
+    for unit in ("systemd-networkd-wait-online.service", "e2scrub_reap.service"):
+        link = ctx.top / "etc/systemd/system" / unit
+        assert link.is_symlink() and os.readlink(link) == "/dev/null"
