@@ -44,3 +44,8 @@ def test_setup_ci_and_dockerfile_share_the_host_package_list():
     assert "scripts/setup" in ci and "scripts/test" in ci
     readme = (REPO / "README.md").read_text()
     assert "bash scripts/test" in readme and "bash scripts/setup" in readme
+
+
+def test_docker_context_leaves_out_the_local_venv_and_images():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert ".venv/" in ignored and "*.iso" in ignored
