@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from builder.errors import ProfileError, TemplateError
+from builder.fsutil import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_PROFILES = REPO_ROOT / "profiles"
@@ -338,16 +339,6 @@ class Guest:
         return self.kind == GuestKind.DEBIAN or self.disk is not None
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_guests(profile: Profile, root: yaml.Node) -> list[str]:
     """Guest rules that span fields or read files, so bad guests fail before the hour-long steps.
 
@@ -402,7 +393,7 @@ def _check_guests(profile: Profile, root: yaml.Node) -> list[str]:
                 if g.kind == GuestKind.IMAGE:
                     err(f"{key}_sha256 is required with {key} (sha256sum prints it)", i, key)
                 continue
-            actual = _file_sha256(path)
+            actual = sha256_file(path)
             if actual != expected:
                 err(f"{value}: sha256 is {actual}, the profile says {expected}", i, f"{key}_sha256")
         if g.kind == GuestKind.DEBIAN:
