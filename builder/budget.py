@@ -51,11 +51,11 @@ def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
     tree = ctx.rootfs
     if base.is_file() and tree is not None and tree.is_dir():
         ratio = base.stat().st_size / max(1, tree_size(tree))  # squashfs compression, applied evenly
-        counted: set[str] = set()
+        sizes: dict[str, int] = {}  # each part's size, measured once; a part named earlier is not counted twice
         for part, hint in BASE_PARTS.items():
             if (tree / part).is_dir():
-                share = tree_size(tree / part) - sum(tree_size(tree / c) for c in counted if c.startswith(part + "/"))
-                counted.add(part)
+                sizes[part] = tree_size(tree / part)
+                share = sizes[part] - sum(size for c, size in sizes.items() if c.startswith(part + "/"))
                 rows[f"  base: /{part} (estimated)"] = (int(share * ratio), hint)
     return sorted(((k, v[0], v[1]) for k, v in rows.items()), key=lambda r: -r[1])
 

@@ -49,8 +49,6 @@ def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ..
 
     model = load_profile(profile)
     output = output or Path(f"{model.name}.iso")
-    if output.is_dir():
-        raise click.BadParameter(f"{output} is a directory", param_hint="-o/--output")
     ctx = run_build(model, output, cache_root(), ignore_checks=ignore_checks)
     summary = {
         "iso": str(output),

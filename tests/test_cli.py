@@ -102,3 +102,8 @@ def test_test_command_takes_a_disk_image_that_is_not_named_iso(tmp_path):
                    "--report-dir", str(tmp_path / "r"))  # fmt: skip
     assert "profile not found" not in proc.stderr
     assert proc.returncode == 1  # QEMU refuses the CPU model: a failed boot, not a missing profile
+
+
+def test_output_that_is_a_directory_exits_2(tmp_path):
+    proc = xenlive("build", "default", "-o", str(tmp_path))
+    assert proc.returncode == 2 and "is a directory" in proc.stderr and "Traceback" not in proc.stderr

@@ -26,7 +26,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -35,7 +34,7 @@ from builder.errors import ProfileError, XenliveError
 from builder.profile import Profile, User, overlay_escapes
 from builder.profile import template_context as profile_template_context
 from builder.run import run
-from builder.templating import render, render_file
+from builder.templating import render_file
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def customize(ctx: BuildContext) -> None:
     ctx.top.mkdir(parents=True, exist_ok=True)
     profile = ctx.profile
     context = template_context(ctx)
-    _copy_builtin(resources.files("builder").joinpath("templates/dom0"), "dom0", ctx.top, context)
+    apply_overlay(Path(str(resources.files("builder").joinpath("templates/dom0"))), ctx.top, context)
     owners = Owners()
     base = ctx.rootfs
     write_accounts(profile, base, ctx.top, owners)
@@ -79,20 +78,6 @@ def customize(ctx: BuildContext) -> None:
     mask_units(ctx.top)
     for unit in profile.dom0.services:
         enable_service(unit, ctx.top, base)
-
-
-def _copy_builtin(src: Traversable, template_dir: str, dest: Path, context: dict[str, Any]) -> None:
-    for item in src.iterdir():
-        target = dest / item.name
-        if item.is_dir():
-            target.mkdir(exist_ok=True)
-            _copy_builtin(item, f"{template_dir}/{item.name}", target, context)
-        elif item.name.endswith(".j2"):
-            target.with_suffix("").write_text(render(f"{template_dir}/{item.name}", **context))
-        else:
-            target.write_bytes(item.read_bytes())
-            # Package data does not promise modes: executables are the scripts under usr/lib.
-            os.chmod(target, 0o755 if "/usr/lib/" in f"/{template_dir}/" else 0o644)
 
 
 def install_section(unit_file: Path) -> dict[str, list[str]]:

@@ -43,5 +43,4 @@ def xen_version(versions: dict[str, str]) -> str:
 
 
 def kernel_version(tree: Path) -> str:
-    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
-    return kernels[-1].name.removeprefix("vmlinuz-") if kernels else "unknown"
+    return boot_file(tree, "kernel").name.removeprefix("vmlinuz-")
