@@ -11,14 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.qemu import BootOptions, BootResult, FirmwareKind, MediaKind, boot_and_wait
+from builder.profile.model import Firmware
+from builder.qemu import BootOptions, BootResult, MediaKind, boot_and_wait
 
-MATRIX = [(f, m) for f in FirmwareKind for m in MediaKind]
+MATRIX = [(f, m) for f in Firmware for m in MediaKind]
 
 
 @dataclass
 class Run:
-    firmware: FirmwareKind
+    firmware: Firmware
     media: MediaKind
     result: BootResult
     report_dir: Path
@@ -37,11 +38,11 @@ def default_jobs(cpus_per_run: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, cpus_per_run))
 
 
-def run_boots(iso: Path, combos: list[tuple[FirmwareKind, MediaKind]], opts: BootOptions, timeout: float,
+def run_boots(iso: Path, combos: list[tuple[Firmware, MediaKind]], opts: BootOptions, timeout: float,
               report_root: Path, jobs: int) -> list[Run]:  # fmt: skip
     """Boot each firmware/media combination (in parallel up to `jobs`), each with its own report dir."""
 
-    def one(combo: tuple[FirmwareKind, MediaKind]) -> Run:
+    def one(combo: tuple[Firmware, MediaKind]) -> Run:
         firmware, media = combo
         run_opts = dataclasses.replace(opts, firmware=firmware, media=media)
         report_dir = report_root / f"{firmware}-{media}"

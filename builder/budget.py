@@ -1,4 +1,4 @@
-"""The medium's size budget: the staged files (and then the ISO) against media.size_limit.
+"""What takes the room on the medium, for the image-fits-medium rule (builder/checks/profile_rules.py).
 
 When an image does not fit, a number alone does not help; the error lists the biggest
 contributors (splitting the dom0 base layer into its largest parts) and what could be dropped.
@@ -7,10 +7,8 @@ contributors (splitting the dom0 base layer into its largest parts) and what cou
 from __future__ import annotations
 
 from builder.context import BuildContext
-from builder.errors import CheckFailed
 from builder.fsutil import tree_size
 
-CHECK_ID = "image-fits-medium"  # the same check the hardware gate estimates earlier
 # Parts of the dom0 tree worth naming, with what a user could do about each.
 BASE_PARTS = {
     "usr/lib/modules": "kernel modules (needed for real hardware; a smaller kernel flavour is not dom0-capable)",
@@ -58,16 +56,3 @@ def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
                 share = sizes[part] - sum(size for c, size in sizes.items() if c.startswith(part + "/"))
                 rows[f"  base: /{part} (estimated)"] = (int(share * ratio), hint)
     return sorted(((k, v[0], v[1]) for k, v in rows.items()), key=lambda r: -r[1])
-
-
-def check_budget(ctx: BuildContext, size: int, what: str, ignore: tuple[str, ...]) -> None:
-    """Raise CheckFailed with the contributors table when `size` exceeds media.size_limit."""
-    limit = ctx.profile.media.size_limit
-    if limit is None or size <= limit or CHECK_ID in ignore or CHECK_ID in ctx.profile.checks.skip:
-        return
-    lines = [f"{what} needs {size / 2**20:.0f} MiB, more than media.size_limit ({limit / 2**20:.0f} MiB);"
-             " the biggest contributors:"]  # fmt: skip
-    for name, nbytes, hint in contributors(ctx)[:12]:
-        lines.append(f"  {nbytes / 2**20:8.1f} MiB  {name}: {hint}")
-    raise CheckFailed("\n".join(lines), hint=f"raise media.size_limit, drop what the table names, "
-                                             f"or build anyway with --ignore-check {CHECK_ID}")  # fmt: skip

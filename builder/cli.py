@@ -21,7 +21,7 @@ from builder import __version__
 from builder.context import cache_root
 from builder.errors import BootTestFailed, UsageError, VerifyFailed, XenliveError
 from builder.log import setup_logging
-from builder.profile import load_profile, to_data
+from builder.profile import Firmware, load_profile, to_data
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,13 +41,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.argument("profile", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="ISO to write.")
 @click.option("--ignore-check", "ignore_checks", multiple=True, metavar="ID",
-              help="Build even if hardware check ID fails (repeatable).")
+              help="Build even if check ID fails, where skipping it makes sense (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (ISO, sha256, stage times, cache hits).")
 def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ...], as_json: bool) -> None:
     """Build PROFILE (default: profiles/default.yaml) into a bootable ISO."""
     from builder.pipeline import build as run_build
 
-    model = load_profile(profile)
+    model = load_profile(profile, ignore_checks)
     output = output or Path(f"{model.name}.iso")
     ctx = run_build(model, output, cache_root(), ignore_checks=ignore_checks)
     summary = {
@@ -139,7 +139,7 @@ def _options(firmware: str, media: str, memory: int, cpus: int, cpu: str | None,
              disks: tuple[Path, ...], display: bool = False) -> Any:  # fmt: skip
     from builder import qemu
 
-    return qemu.BootOptions(firmware=qemu.FirmwareKind(firmware), media=qemu.MediaKind(media), memory_mib=memory,
+    return qemu.BootOptions(firmware=Firmware(firmware), media=qemu.MediaKind(media), memory_mib=memory,
                             cpus=cpus, cpu=cpu, accel=accel, disks=disks, display=display)  # fmt: skip
 
 
@@ -165,7 +165,7 @@ def test(target: str, firmware: str, media: str, memory: int, cpus: int, cpu: st
     elif not iso.is_file():
         raise UsageError(f"{iso}: no such ISO file")
     opts = _options(firmware, media, memory, cpus, cpu, accel, disks)
-    combos = boottest.MATRIX if matrix else [(qemu.FirmwareKind(firmware), qemu.MediaKind(media))]
+    combos = boottest.MATRIX if matrix else [(Firmware(firmware), qemu.MediaKind(media))]
     report_root = report_dir or Path("xenlive-test") / iso.stem
     runs = boottest.run_boots(iso, combos, opts, timeout, report_root, jobs or boottest.default_jobs(cpus))
     if junit:

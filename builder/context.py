@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import UsageError
-from builder.profile import Profile
+from builder.profile.model import Profile
 
 
 def source_date_epoch() -> int:

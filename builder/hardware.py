@@ -22,12 +22,12 @@ from typing import Any
 import yaml
 
 from builder.errors import ProfileError, UsageError
-from builder.profile import Firmware, _Converter, compose_file
+from builder.profile.model import TARGET_NAME, Firmware
+from builder.yamlconv import Converter, compose_file
 
-PCI_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
-CLASS_CODE = re.compile(r"^[0-9a-f]{4}([0-9a-f]{2})?$")
-TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-ISSUE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
+CLASS_CODE = re.compile(r"[0-9a-f]{4}([0-9a-f]{2})?")
+ISSUE_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 MAX_FILE_BYTES = 256 * 1024
 
 # The QEMU machines `xenlive test` boots; a build checks against these unless the profile names others.
@@ -167,10 +167,10 @@ def _compose(path: Path) -> yaml.Node:
 
 def load_target_file(path: Path) -> Target:
     """Read and validate one hardware file; raise ProfileError (exit 2) naming file:line: key."""
-    if not TARGET_NAME.match(path.stem):
+    if not TARGET_NAME.fullmatch(path.stem):
         raise ProfileError([f"{path}: {path.stem!r} is not a valid target name (a-z, 0-9, '.', '_', '-')"])
     root = _compose(path)
-    conv = _Converter(path.parent, {})
+    conv = Converter(path.parent, {})
     target: Target | None = conv.convert(root, Target, "", {})
     if conv.problems or target is None:
         raise ProfileError(conv.problems, hint="see builder/data/hardware/*.yaml for the format")
@@ -200,7 +200,7 @@ def load_known_issues() -> tuple[KnownIssue, ...]:
     """The general list of problem devices (builder/data/known-issues.yaml)."""
     path = Path(str(resources.files("builder").joinpath("data/known-issues.yaml")))
     root = _compose(path)
-    conv = _Converter(path.parent, {})
+    conv = Converter(path.parent, {})
     data = conv.convert(root, KnownIssueList, "", {})
     if conv.problems or data is None:
         raise ProfileError(conv.problems)

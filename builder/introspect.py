@@ -381,7 +381,6 @@ class BuiltFacts:
     dom0_kernel: KernelFacts | None = None
     guest_kernels: dict[str, KernelFacts] = field(default_factory=dict)
     modules: ModuleDb | None = None
-    medium_bytes: int | None = None
     ramdisk_bytes: dict[str, int] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # what could not be read, by guest or "dom0"
 

@@ -1,4 +1,4 @@
-"""build(): the whole pipeline, one stage after another (see DESIGN.md, "Pipeline")."""
+"""build(): the whole pipeline, one stage after another (docs/architecture.md, "Pipeline")."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import tempfile
 from pathlib import Path
 
 from builder import cache
-from builder.budget import check_budget
+from builder.budget import contributors
+from builder.checks import ProfileFacts
 from builder.checks.gate import gate
+from builder.checks.profile_rules import require_fits
 from builder.context import BuildContext, source_date_epoch
 from builder.errors import UsageError
 from builder.fsutil import remove_tree, sha256_file, tree_size
@@ -50,6 +52,7 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
                        epoch=epoch)  # fmt: skip
     try:
         with step("hardware checks (static)", ctx.timings):
+            require_fits(profile, ProfileFacts(), ignore_checks)
             gate(ctx, ignore_checks, built=False)
         with step("dom0 base system", ctx.timings):
             build_rootfs(ctx)
@@ -68,13 +71,19 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
             install_bootloaders(ctx)
         with step("manifest", ctx.timings):
             write_manifest(ctx)
-        check_budget(ctx, tree_size(ctx.staging), "the medium's files", ignore_checks)
+        check_medium(ctx, tree_size(ctx.staging), "the medium's files", ignore_checks)
         with step("master ISO", ctx.timings):
-            master_iso(ctx, lambda iso: check_budget(ctx, iso.stat().st_size, "the ISO", ignore_checks))
+            master_iso(ctx, lambda iso: check_medium(ctx, iso.stat().st_size, "the ISO", ignore_checks))
         write_beside_iso(ctx)
     finally:
         remove_tree(workdir)
     return ctx
+
+
+def check_medium(ctx: BuildContext, size: int, what: str, ignore: tuple[str, ...]) -> None:
+    """The image-fits-medium rule on what has been staged or mastered, with the contributors table."""
+    facts = ProfileFacts(medium_bytes=size, medium_what=what, medium_parts=lambda: contributors(ctx))
+    require_fits(ctx.profile, facts, ignore)
 
 
 def with_guest_dom0_packages(profile: Profile) -> Profile:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import MissingToolError, UsageError
+from builder.profile.model import Firmware
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,6 @@ QEMU = "qemu-system-x86_64"
 FIRMWARE_DESCRIPTORS = Path("/usr/share/qemu/firmware")
 TCG_CPU = "qemu64,+svm"  # with -cpu max Xen boots but dom0 Linux faults early (DESIGN.md)
 READY_MARKER = "XENLIVE-READY "
-
-
-class FirmwareKind(enum.StrEnum):
-    BIOS = "bios"
-    UEFI = "uefi"
 
 
 class MediaKind(enum.StrEnum):
@@ -101,7 +97,7 @@ def kvm_works(timeout: float = 8.0) -> bool:
 
 @dataclass
 class BootOptions:
-    firmware: FirmwareKind = FirmwareKind.BIOS
+    firmware: Firmware = Firmware.BIOS
     media: MediaKind = MediaKind.CDROM
     memory_mib: int = 2048
     cpus: int = 2
@@ -126,7 +122,7 @@ def qemu_command(iso: Path, opts: BootOptions, accel: str, vars_file: Path | Non
         cmd += ["-accel", "kvm", "-cpu", opts.cpu or "host"]
     else:
         cmd += ["-accel", "tcg", "-cpu", opts.cpu or TCG_CPU]
-    if opts.firmware == FirmwareKind.UEFI:
+    if opts.firmware == Firmware.UEFI:
         ovmf = find_ovmf()
         assert vars_file is not None
         cmd += ["-machine", "q35",
@@ -244,7 +240,7 @@ def _machine(iso: Path, opts: BootOptions, *, interactive: bool = False) -> Iter
     accel = choose_accel(opts.accel)
     with tempfile.TemporaryDirectory(prefix="xenlive-qemu-") as tmp:
         vars_file = None
-        if opts.firmware == FirmwareKind.UEFI:
+        if opts.firmware == Firmware.UEFI:
             vars_file = Path(tmp) / "OVMF_VARS.fd"
             shutil.copyfile(find_ovmf().vars_template, vars_file)
         qmp = Path(tmp) / "qmp.sock"

@@ -10,7 +10,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from builder.errors import ProfileError, UsageError
-from builder.profile import BUILTIN_PROFILES, XEN_NAME, load_profile
+from builder.profile import builtin_profiles_dir, load_profile
+from builder.profile.model import XEN_NAME
 from builder.templating import render
 
 INIT_TEMPLATES = "templates/init"
@@ -28,7 +29,7 @@ def scaffold(directory: Path, name: str | None = None) -> list[Path]:
     The new profile is loaded before returning, so what `init` writes always validates.
     """
     name = name or profile_name_for(directory)
-    if not XEN_NAME.match(name):
+    if not XEN_NAME.fullmatch(name):
         raise UsageError(f"--name {name!r} is not valid: letters, digits, '_', '.', '-', at most 63 characters")
     profile = directory / "profile.yaml"
     overlay = directory / "overlay"
@@ -72,7 +73,7 @@ def list_profiles(local_dir: Path) -> list[ProfileEntry]:
     """Profiles in ./profiles, then the built-in ones not already listed; an invalid one says so."""
     entries: list[ProfileEntry] = []
     seen: set[Path] = set()
-    for origin, directory in (("local", local_dir), ("built-in", BUILTIN_PROFILES)):
+    for origin, directory in (("local", local_dir), ("built-in", builtin_profiles_dir())):
         if not directory.is_dir():
             continue
         for path in sorted(directory.glob("*.yaml")):

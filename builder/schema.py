@@ -17,11 +17,18 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from builder.profile import MEDIA_SIZES, REPO_ROOT, Profile
+from builder.profile.loader import REPO_ROOT
+from builder.profile.model import MEDIA_SIZES, Profile
+from builder.yamlconv import SIZE, VAR_NAME
 
 SCHEMA_ID = "https://xenlive.invalid/schema/xenlive-profile.schema.json"
 SCHEMA_FILE = REPO_ROOT / "schema/xenlive-profile.schema.json"
 REFERENCE_FILE = REPO_ROOT / "docs/profile-reference.md"
+
+
+def anchored(pattern: re.Pattern[str]) -> str:
+    """The model's full-match pattern as a JSON Schema pattern (which matches anywhere unless anchored)."""
+    return f"^(?:{pattern.pattern})$"
 
 
 def _unwrap(tp: Any) -> tuple[Any, bool]:
@@ -38,7 +45,7 @@ def _field_schema(tp: Any, meta: typing.Mapping[str, Any], defs: dict[str, Any])
     if dataclasses.is_dataclass(tp):
         schema = {"$ref": f"#/$defs/{_class_schema(tp, defs)}"}
     elif meta.get("mapping"):
-        schema = {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}}
+        schema = {"type": "object", "propertyNames": {"pattern": anchored(VAR_NAME)}}
     elif typing.get_origin(tp) is tuple:
         item = _field_schema(typing.get_args(tp)[0], meta, defs)
         schema = {"type": "array", "items": item}
@@ -46,13 +53,17 @@ def _field_schema(tp: Any, meta: typing.Mapping[str, Any], defs: dict[str, Any])
             schema["minItems"] = 1
         if meta.get("scalar_ok"):
             schema = {"anyOf": [item, schema]}
+    elif meta.get("builtins") is not None:
+        schema = {"anyOf": [{"enum": list(meta["builtins"])}, {"type": "string"}]}
     elif meta.get("size"):
         schema = {"anyOf": [{"type": "integer", "minimum": meta.get("min", 0)},
-                            {"type": "string", "pattern": r"^\d+\s*([KMGT]i?B?|[kmgt])?$"}]}  # fmt: skip
+                            {"type": "string", "pattern": anchored(SIZE)}]}  # fmt: skip
+        if "max" in meta:
+            schema["anyOf"][0]["maximum"] = meta["max"]
     elif meta.get("media_size"):
-        schema = {"anyOf": [{"type": "integer", "minimum": 1}, {"enum": list(MEDIA_SIZES)}]}
+        schema = {"anyOf": [{"type": "integer", "minimum": 1}, {"enum": list(meta["media_size"])}]}
     elif meta.get("file_mode"):
-        schema = {"type": "string", "pattern": r"^0?[0-7]{3}$|^[0-7]{4}$"}
+        schema = {"type": "string", "pattern": anchored(meta["file_mode"])}
     elif isinstance(tp, type) and issubclass(tp, enum.Enum):
         schema = {"enum": [e.value for e in tp]}
     elif tp is bool:
@@ -66,7 +77,7 @@ def _field_schema(tp: Any, meta: typing.Mapping[str, Any], defs: dict[str, Any])
     elif tp in (str, Path):
         schema = {"type": "string"}
         if meta.get("pattern") is not None:
-            schema["pattern"] = meta["pattern"].pattern
+            schema["pattern"] = anchored(meta["pattern"])
     else:
         raise TypeError(f"no schema for {tp!r}")
     if optional:

@@ -1,4 +1,9 @@
-"""One strict jinja2 environment for every template xenlive renders."""
+"""One strict jinja2 environment for every template xenlive renders.
+
+A profile's templates come from strangers, so they run sandboxed, see plain data only (see
+builder/profile/finalize.py: template_context), and can `{% include %}` only regular files inside
+their own overlay, judged after symlinks are resolved.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +35,35 @@ def render(name: str, **context: Any) -> str:
     return _render(PACKAGE_ENV, name, context)
 
 
-def render_file(path: Path, **context: Any) -> str:
-    """Render a user's template file (an overlay's *.j2)."""
-    env = _environment(jinja2.FileSystemLoader(str(path.parent)))
-    return _render(env, path.name, context, shown=str(path))
+MAX_TEMPLATE_BYTES = 1 << 20
+
+
+class ConfinedLoader(jinja2.BaseLoader):
+    """Loads templates from one directory, refusing anything whose real path is outside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        path = (self.root / template).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise jinja2.TemplateNotFound(f"{template} (outside {self.root.name}/)")
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        data = path.read_bytes()[: MAX_TEMPLATE_BYTES + 1]
+        if len(data) > MAX_TEMPLATE_BYTES:
+            raise jinja2.TemplateNotFound(f"{template} (more than {MAX_TEMPLATE_BYTES} bytes)")
+        return data.decode("utf-8", errors="replace"), str(path), lambda: False
+
+
+def render_file(path: Path, root: Path, **context: Any) -> str:
+    """Render a user's template file (an overlay's *.j2) that may include files below `root`."""
+    env = _environment(ConfinedLoader(root))
+    real, top = path.resolve(), root.resolve()
+    if not real.is_relative_to(top):
+        raise TemplateError(f"{path}: template outside {root}")
+    name = real.relative_to(top).as_posix()
+    return _render(env, name, context, shown=str(path))
 
 
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any], shown: str | None = None) -> str:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ProfileError
-from builder.profile import Firmware, GuestType, load_profile, parse_size_mib, to_data
+from builder.profile import Firmware, GuestType, load_profile, to_data
+from builder.yamlconv import parse_size_mib
 
 from .conftest import REPO
 
@@ -85,7 +86,7 @@ def test_duplicate_keys_are_detected(write_profile):
 
 def test_duplicate_guest_names(write_profile):
     path = write_profile("name: lab\nguests:\n  - name: a\n  - name: a\n")
-    assert problems(path) == [f"{path}:4:11: guests[1].name: duplicate guest name 'a' (also guests[0])"]
+    assert problems(path) == [f"{path}:4:11: guests[1].name: duplicate guest name 'a' (also guests[0]); rename one"]
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n"])
@@ -217,7 +218,7 @@ def test_template_error_is_caught_at_load_with_the_templates_line(write_profile,
     path = write_profile("name: lab\ndom0:\n  files:\n    - {path: /etc/x, template: t.j2}\n")
     (msg,) = problems(path)
     assert msg.startswith(f"{path}:4:32: dom0.files[0].template: template error: ")
-    assert msg.endswith("t.j2:2: 'dict object' has no attribute 'nothere'")
+    assert msg.endswith("t.j2:2: 'dict object' has no attribute 'nothere'; fix the template")
 
 
 def test_plain_text_password_is_refused_but_hash_and_lock_are_fine(write_profile):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from builder import qemu
-from builder.qemu import BootOptions, FirmwareKind, MediaKind, judge_ready, qemu_command
+from builder.profile.model import Firmware
+from builder.qemu import BootOptions, MediaKind, judge_ready, qemu_command
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def test_bios_cdrom_command_uses_tcg_cpu_model():
 
 
 def test_uefi_usb_command_uses_pflash_q35_and_usb_storage():
-    cmd = qemu_command(Path("/x.iso"), BootOptions(FirmwareKind.UEFI, MediaKind.USB), "tcg", Path("/t/VARS.fd"))
+    cmd = qemu_command(Path("/x.iso"), BootOptions(Firmware.UEFI, MediaKind.USB), "tcg", Path("/t/VARS.fd"))
     assert "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd" in cmd
     assert "if=pflash,format=raw,unit=1,file=/t/VARS.fd" in cmd
     assert cmd[cmd.index("-machine") + 1] == "q35"

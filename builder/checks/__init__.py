@@ -1,9 +1,16 @@
-"""Hardware-compatibility checks: named units that say whether an image will run on a machine.
+"""Every rule xenlive applies, in one registry: rules about the profile and checks against machines.
 
 Why a registry of small functions: every rule has a stable id (used in output, in a profile's
-`checks.skip` and in `xenlive build --ignore-check`), a severity, a docstring that says why the
-rule exists, and a remedy. A check is a pure function of (profile, target, built facts), so each
-one is tested with a machine that passes it and one that fails it, without building anything.
+`checks.skip` and in `xenlive build --ignore-check` where skipping it makes sense), a severity, a
+docstring that says why the rule exists, and a remedy. Two scopes:
+
+- profile (profile_rules.py): what the profile alone, or with dom0's built tree, must satisfy.
+  A failure is a bad profile (exit 2), reported as `file:line:col: key: message`. The static ones
+  run when a profile is loaded; the ones that need dom0's tree run right after it is built,
+  before anything is written from the profile.
+- target (rules.py): whether the image will run on a machine of the hardware database. A failure
+  exits 3. A check is a pure function of (profile, target, built facts), so each one is tested
+  with a machine that passes it and one that fails it, without building anything.
 
 Every check is run and every finding collected before anything fails, so a user sees all the
 problems of an image at once (kiwi stops at the first; that is less kind).
@@ -14,16 +21,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from builder.hardware import Target
 from builder.introspect import BuiltFacts
-from builder.profile import Profile
+from builder.profile.model import Profile
 
 
 class Severity(enum.StrEnum):
     ERROR = "error"
     WARNING = "warning"
     INFO = "info"
+
+
+class Scope(enum.StrEnum):
+    PROFILE = "profile"  # the profile is wrong: exit 2, located at file:line:col
+    TARGET = "target"  # the image will not run on a machine: exit 3
 
 
 class Status(enum.StrEnum):
@@ -40,6 +53,7 @@ class Finding:
 
     message: str
     remedy: str = ""
+    key: str = ""  # the profile key it is about ("guests[1].memory"), for profile-scope rules
     unknown: bool = False
 
 
@@ -52,12 +66,27 @@ CheckFn = Callable[[Profile, Target, BuiltFacts], Iterable[Finding]]
 
 
 @dataclass(frozen=True)
+class ProfileFacts:
+    """What profile rules may look at besides the profile: dom0's built tree, the medium's size."""
+
+    rootfs: Path | None = None  # dom0's base tree, once built
+    medium_bytes: int | None = None  # the medium's files, then the ISO, once they exist
+    medium_what: str = ""  # which of the two medium_bytes measures
+    medium_parts: Callable[[], list[tuple[str, int, str]]] | None = None  # biggest contributors, for the remedy
+
+
+RuleFn = Callable[[Profile, ProfileFacts], Iterable[Finding]]
+
+
+@dataclass(frozen=True)
 class Check:
     id: str
     severity: Severity
     title: str
     needs_build: bool
-    fn: CheckFn
+    fn: Callable[..., Iterable[Finding]]
+    scope: Scope = Scope.TARGET
+    skippable: bool = True
 
     @property
     def why(self) -> str:
@@ -74,6 +103,19 @@ def check(*, id: str, severity: Severity, title: str, needs_build: bool = False)
         if id in REGISTRY:
             raise RuntimeError(f"check id {id!r} registered twice")
         REGISTRY[id] = Check(id=id, severity=severity, title=title, needs_build=needs_build, fn=fn)
+        return fn
+
+    return register
+
+
+def rule(*, id: str, title: str, needs_build: bool = False, skippable: bool = False) -> Callable[[RuleFn], RuleFn]:
+    """Register a profile rule: an error-level rule about the profile itself (exit 2)."""
+
+    def register(fn: RuleFn) -> RuleFn:
+        if id in REGISTRY:
+            raise RuntimeError(f"check id {id!r} registered twice")
+        REGISTRY[id] = Check(id=id, severity=Severity.ERROR, title=title, needs_build=needs_build, fn=fn,
+                             scope=Scope.PROFILE, skippable=skippable)  # fmt: skip
         return fn
 
     return register
@@ -113,10 +155,10 @@ class Report:
         return [r for r in self.results if r.target == name]
 
 
-def all_checks() -> list[Check]:
-    from builder.checks import rules  # noqa: F401  (registers the checks)
+def all_checks(scope: Scope | None = None) -> list[Check]:
+    from builder.checks import profile_rules, rules  # noqa: F401  (registers the checks)
 
-    return list(REGISTRY.values())
+    return [c for c in REGISTRY.values() if scope is None or c.scope is scope]
 
 
 def run_checks(
@@ -131,7 +173,7 @@ def run_checks(
     skipped = set(skip)
     report = Report(targets=targets)
     for target in targets:
-        for c in all_checks():
+        for c in all_checks(Scope.TARGET):
             if c.id in skipped:
                 report.results.append(Result(c, target.name, Status.SKIPPED))
                 continue
@@ -151,6 +193,6 @@ def run_checks(
 
 
 def unknown_ids(ids: Iterable[str]) -> list[str]:
-    """Ids that name no check (a typo in --ignore-check or checks.skip)."""
-    known = {c.id for c in all_checks()}
+    """Ids that name no check that can be skipped (a typo in --ignore-check or checks.skip)."""
+    known = {c.id for c in all_checks() if c.skippable}
     return [i for i in ids if i not in known]

@@ -26,9 +26,9 @@ def run_check_command(profile_spec: str | None, names: tuple[str, ...], *, host:
                       list_all: bool) -> None:  # fmt: skip
     if list_all:
         for c in all_checks():
-            click.echo(
-                f"{c.id:<24} {c.severity:<8} {'after dom0 is built' if c.needs_build else 'static':<20} {c.title}"
-            )
+            when = "after dom0 is built" if c.needs_build else "static"
+            skip = "" if c.skippable else " (cannot be skipped)"
+            click.echo(f"{c.id:<24} {c.scope:<8} {c.severity:<8} {when:<20} {c.title}{skip}")
         click.echo("\nknown targets: " + ", ".join(target_files()))
         return
     profile = load_profile(profile_spec)
@@ -38,7 +38,7 @@ def run_check_command(profile_spec: str | None, names: tuple[str, ...], *, host:
     if not targets:
         targets = build_targets(profile)
     found = cached_tree(profile, cache_root())
-    facts = gather(profile, *found) if found else gather(profile)
+    facts = gather(profile, found)
     report = run_checks(profile, targets, facts, skip=skipped(profile, ()))
     if as_json:
         click.echo(json.dumps(report_json(report, profile.name), indent=2))

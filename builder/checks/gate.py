@@ -14,23 +14,22 @@ import logging
 
 from builder.checks import Report, Status, run_checks, unknown_ids
 from builder.checks.facts import gather
+from builder.checks.profile_rules import require_built
 from builder.context import BuildContext
 from builder.errors import CheckFailed, UsageError
 from builder.hardware import QEMU_TARGETS, Target, load_targets
-from builder.profile import Profile
+from builder.profile.model import Profile
 
 log = logging.getLogger(__name__)
 
 
 def build_targets(profile: Profile) -> list[Target]:
-    checks = getattr(profile, "checks", None)
-    names = tuple(getattr(checks, "targets", ())) or QEMU_TARGETS
-    return load_targets(names)
+    return load_targets(profile.checks.targets or QEMU_TARGETS)
 
 
 def skipped(profile: Profile, ignore: tuple[str, ...]) -> list[str]:
     """Check ids not to run: the profile's checks.skip and --ignore-check; a typo is a usage error."""
-    ids = [*getattr(getattr(profile, "checks", None), "skip", ()), *ignore]
+    ids = [*profile.checks.skip, *ignore]
     bad = unknown_ids(ids)
     if bad:
         raise UsageError(f"unknown check id {', '.join(map(repr, bad))}", hint="`xenlive check --list` lists them")
@@ -40,11 +39,16 @@ def skipped(profile: Profile, ignore: tuple[str, ...]) -> list[str]:
 
 
 def gate(ctx: BuildContext, ignore: tuple[str, ...] = (), *, built: bool) -> Report:
-    """Run the checks for this phase; log warnings, raise CheckFailed (exit 3) on any error."""
+    """Run the checks for this phase; log warnings, raise CheckFailed (exit 3) on any error.
+
+    Once dom0 is built, the profile rules that need its tree run first (a bad profile exits 2).
+    """
     profile = ctx.profile
     targets = build_targets(profile)
-    skip = skipped(profile, ignore) if not built else [*getattr(profile.checks, "skip", ()), *ignore]
-    facts = gather(profile, ctx.rootfs if built else None, ctx.base_squashfs if built else None)
+    skip = skipped(profile, ignore) if not built else [*profile.checks.skip, *ignore]
+    if built:
+        require_built(profile, ctx.require_rootfs(), ignore)
+    facts = gather(profile, ctx.rootfs if built else None)
     report = run_checks(profile, targets, facts, skip=skip, static_only=not built)
     for r in report.results:
         if r.status is Status.FAIL and not r.blocking:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from builder.hardware import Arch, Cpu, MachineFirmware, PciDevice, Target
-from builder.profile import Firmware
+from builder.profile.model import Firmware
 
 SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 FLAG_ALIASES = {"ept": "ept", "npt": "npt", "vmx": "vmx", "svm": "svm", "lm": "lm", "pae": "pae", "nx": "nx"}

@@ -10,14 +10,13 @@ import functools
 import re
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any
 
 import yaml
 
 from builder.checks import Finding, Severity, check, unknown
 from builder.hardware import DeviceKind, Target, load_known_issues
 from builder.introspect import BuiltFacts
-from builder.profile import Firmware, Guest, GuestType, Profile
+from builder.profile.model import Firmware, Guest, GuestType, Profile
 
 # Xen keeps a heap and a frame table (32 bytes per 4 KiB page, about 0.8 % of RAM) for itself.
 XEN_BASE_MIB = 32
@@ -26,8 +25,6 @@ XEN_FRAME_TABLE_DIVISOR = 128
 GUEST_OVERHEAD_MIB = 4
 DOM0_DEFAULT_MIB = 1024  # what dom0 is budgeted when dom0_mem= is not given (it balloons down to it)
 
-MEDIA_BYTES = {"cd-650": 681_574_400, "cd-700": 737_280_000, "dvd-5": 4_700_372_992, "dvd-9": 8_543_666_176}
-DEFAULT_MEDIUM = "cd-700"  # Xenoppix was a CD; a profile names another with media.size_limit
 
 
 def _virt_guests(profile: Profile) -> list[Guest]:
@@ -101,31 +98,6 @@ def hvm_shadow_paging(profile: Profile, target: Target, built: BuiltFacts) -> It
             f"guests {_names(guests)} will run on shadow paging: {target.cpu.model} has no EPT/NPT",
             "expect slow guests; type: pv avoids the cost",
         )
-
-
-@check(id="iommu-for-passthrough", severity=Severity.ERROR, title="PCI passthrough needs an IOMMU")
-def iommu_for_passthrough(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
-    """PCI passthrough needs VT-d or AMD-Vi; without it the guest fails at boot, long after the
-    ISO was burned."""
-    wanting = [g.name for g in profile.guests if _passthrough(g)]
-    if not wanting:
-        return
-    if target.iommu is None:
-        yield unknown("whether the machine has an IOMMU is not known")
-    elif not target.iommu:
-        yield Finding(
-            f"guests {', '.join(wanting)} pass PCI devices through, but this machine has no IOMMU (VT-d/AMD-Vi)",
-            "enable VT-d/AMD-Vi in the firmware setup, or drop the passthrough devices",
-        )
-
-
-def _passthrough(guest: Guest) -> tuple[Any, ...]:
-    """PCI devices a guest takes over, under whichever name the profile model gives them."""
-    for name in ("pci", "passthrough", "pci_passthrough"):
-        value = getattr(guest, name, None)
-        if value:
-            return tuple(value)
-    return ()
 
 
 def dom0_mem_mib(cmdline: str) -> int | None:
@@ -274,30 +246,6 @@ def pv32_guests(profile: Profile, target: Target, built: BuiltFacts) -> Iterator
                 f"guest {g.name}: {k.path.name} is a 32-bit PV kernel, and Xen {built.xen.version} has no 32-bit PV",
                 f"give {g.name} a 64-bit kernel, or make it type: pvh or hvm",
             )
-
-
-def medium_capacity(profile: Profile) -> tuple[str, int]:
-    """The size limit of the chosen medium: media.size_limit (by name or bytes) if the profile has one."""
-    size = getattr(profile.media, "size_limit", None)
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        names = [n for n, b in MEDIA_BYTES.items() if b == size]
-        return (names[0] if names else f"a {size}-byte medium"), size
-    return DEFAULT_MEDIUM, MEDIA_BYTES[DEFAULT_MEDIUM]
-
-
-@check(id="image-fits-medium", severity=Severity.ERROR, title="the image fits the chosen medium", needs_build=True)
-def image_fits_medium(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
-    """An ISO larger than the disc it is meant for is only found out when burning fails."""
-    if built.medium_bytes is None:
-        yield unknown("the image size is not known until dom0 is built")
-        return
-    name, capacity = medium_capacity(profile)
-    if built.medium_bytes > capacity:
-        yield Finding(
-            f"the image needs about {built.medium_bytes / 2**20:.0f} MiB, more than {name} holds"
-            f" ({capacity / 2**20:.0f} MiB)",
-            "set media.size_limit to a bigger medium (dvd-5, or a USB stick), or drop dom0 packages or guests",
-        )
 
 
 DRIVER_KINDS = (DeviceKind.NETWORK, DeviceKind.STORAGE, DeviceKind.DISPLAY)

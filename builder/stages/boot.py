@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.context import BuildContext
-from builder.profile import Firmware, Profile
+from builder.profile.model import Firmware, Profile
 from builder.run import run
 from builder.stages.xen import INITRD_PATH, KERNEL_PATH, XEN_PATH
 from builder.templating import render

@@ -30,9 +30,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from builder.context import BuildContext
-from builder.errors import ProfileError, XenliveError
-from builder.profile import Profile, User, overlay_escapes
-from builder.profile import template_context as profile_template_context
+from builder.errors import XenliveError
+from builder.profile import BUILTIN_LOCALES, Profile, User, template_context
 from builder.run import run
 from builder.templating import render_file
 
@@ -40,10 +39,7 @@ log = logging.getLogger(__name__)
 
 FIRST_UID = 1000
 UNIT_DIRS = ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system")
-
-
-def template_context(ctx: BuildContext) -> dict[str, Any]:
-    return profile_template_context(ctx.profile)
+DOM0_TEMPLATES = Path(str(resources.files("builder").joinpath("templates/dom0")))
 
 
 @dataclass
@@ -59,10 +55,10 @@ class Owners:
 def customize(ctx: BuildContext) -> None:
     ctx.top.mkdir(parents=True, exist_ok=True)
     profile = ctx.profile
-    context = template_context(ctx)
-    apply_overlay(Path(str(resources.files("builder").joinpath("templates/dom0"))), ctx.top, context)
-    owners = Owners()
+    context = template_context(profile)
     base = ctx.rootfs
+    apply_overlay(DOM0_TEMPLATES, ctx.top, context, base)
+    owners = Owners()
     write_accounts(profile, base, ctx.top, owners)
     write_locale(profile, ctx.top)
     write_network(profile, ctx.top)
@@ -70,14 +66,39 @@ def customize(ctx: BuildContext) -> None:
         generate_locale(profile.dom0.locale, base, ctx.top)
     for overlay in profile.dom0.overlays:
         log.info("    overlay %s", overlay)
-        apply_overlay(profile.base_dir / overlay, ctx.top, context)
-    write_files(profile, ctx.top, context, owners, _accounts(ctx.top, base))
+        apply_overlay(profile.base_dir / overlay, ctx.top, context, base)
+    write_files(profile, ctx.top, base, context, owners, _accounts(ctx.top, base))
     (ctx.top / "etc/xenlive").mkdir(parents=True, exist_ok=True)
     (ctx.top / "etc/xenlive/owners").write_text("".join(f"{line}\n" for line in owners.lines))
     enable_units(ctx.top)
     mask_units(ctx.top)
     for unit in profile.dom0.services:
         enable_service(unit, ctx.top, base)
+
+
+def xenlive_paths(profile: Profile) -> dict[str, str]:
+    """What xenlive itself writes into dom0's top layer (path -> file, directory or symlink), so an
+    overlay that puts a directory where xenlive writes a file, or the reverse, is found at load."""
+    found: dict[str, str] = {}
+
+    def add(rel: str, kind: str) -> None:
+        found[rel] = kind
+        parent = PurePosixPath(rel).parent
+        while str(parent) != ".":
+            found[str(parent)] = "directory"
+            parent = parent.parent
+
+    for path in sorted(DOM0_TEMPLATES.rglob("*")):
+        rel = path.relative_to(DOM0_TEMPLATES).as_posix()
+        add(rel.removesuffix(".j2"), "directory" if path.is_dir() else "file")
+    for rel in ("etc/default/locale", "etc/locale.conf", "etc/timezone", "etc/default/keyboard", "etc/xenlive/owners"):
+        add(rel, "file")
+    add("etc/localtime", "symlink")
+    if profile.dom0.users:
+        for rel in ("etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"):
+            add(rel, "file")
+    add("etc/systemd/network", "directory")
+    return found
 
 
 def install_section(unit_file: Path) -> dict[str, list[str]]:
@@ -136,7 +157,7 @@ def enable_units(root: Path) -> None:
                 link.symlink_to(f"../{unit.name}")
 
 
-def find_unit(name: str, top: Path, base: Path | None) -> tuple[Path, str] | None:
+def find_unit(name: str, top: Path | None, base: Path | None) -> tuple[Path, str] | None:
     """The unit file (and its path inside dom0) in the top layer first, then the base tree."""
     for tree in (top, base):
         if tree is None:
@@ -156,9 +177,8 @@ def enable_service(name: str, top: Path, base: Path | None, _seen: set[str] | No
     seen.add(name)
     found = find_unit(name, top, base)
     if found is None:
-        raise ProfileError(
-            [f"dom0.services: unit {name!r} is not in dom0"], hint="is the package that ships it in dom0.packages?"
-        )
+        raise XenliveError(f"unit {name!r} is not in dom0 (named by dom0.services or an Also= of another unit)",
+                           hint="is the package that ships it in dom0.packages?")  # fmt: skip
     unit_file, in_dom0 = found
     install = install_section(unit_file)
     units = top / "etc/systemd/system"
@@ -213,7 +233,7 @@ def write_accounts(profile: Profile, base: Path | None, top: Path, owners: Owner
             uid, gid, home = 0, 0, "/root"
         else:
             if existing is not None:
-                raise ProfileError([f"{where}.name: {user.name!r} is a system account of dom0; pick another name"])
+                raise XenliveError(f"{where}.name: {user.name!r} is a system account of dom0")  # rule dom0-accounts
             uid = user.uid if user.uid is not None else _next_free(used_uids)
             used_uids.add(uid)
             gid = uid if uid not in used_gids else _next_free(used_gids)
@@ -259,7 +279,7 @@ def _add_member(group: list[list[str]], gshadow: list[list[str]], name: str, mem
         row = next((r for r in table if r[0] == name), None)
         if row is None:
             if table is group:
-                raise ProfileError([f"{where}: group {name!r} does not exist in dom0"])
+                raise XenliveError(f"{where}: group {name!r} does not exist in dom0")  # rule dom0-accounts
             continue
         members = [m for m in row[column].split(",") if m]
         if member not in members:
@@ -329,7 +349,7 @@ def locale_charmap(locale: str, base: Path) -> str:
         parts = line.split()
         if len(parts) == 2 and parts[0] == locale:
             return parts[1]
-    raise ProfileError([f"dom0.locale: {locale!r} is not a locale Debian supports (see /usr/share/i18n/SUPPORTED)"])
+    raise XenliveError(f"dom0.locale: {locale!r} is not in dom0's /usr/share/i18n/SUPPORTED")  # rule dom0-locale
 
 
 def generate_locale(locale: str, base: Path, top: Path) -> None:
@@ -339,7 +359,7 @@ def generate_locale(locale: str, base: Path, top: Path) -> None:
     tree (whose glibc reads the data) and writes to a private temporary directory there, which is
     moved into the top layer and removed, leaving the cached base tree as it was.
     """
-    if locale in ("C", "POSIX", "C.UTF-8"):
+    if locale in BUILTIN_LOCALES:
         return
     charmap = locale_charmap(locale, base)
     source = locale.partition(".")[0].partition("@")[0]
@@ -392,65 +412,110 @@ def write_network(profile: Profile, top: Path) -> None:
 # --- overlays and files ---------------------------------------------------------------------------
 
 
-def _safe_target(dest: Path, rel: str) -> Path:
-    """dest/rel, refusing a path whose existing parents include a symlink (it would write outside)."""
-    target = dest / rel
-    parent = target.parent
-    real = Path(os.path.realpath(parent))
-    if real != dest.resolve() and dest.resolve() not in real.parents:
-        raise ProfileError([f"{rel}: writing it would follow a symlink out of dom0's tree ({parent} -> {real})"])
-    return target
+MAX_LINK_HOPS = 40  # as the kernel's limit on symlinks followed in one lookup
 
 
-def apply_overlay(root: Path, dest: Path, context: dict[str, Any]) -> None:
+def dom0_path(top: Path, base: Path | None, rel: str, *, follow_last: bool = False) -> Path:
+    """Where in the top layer a write to dom0's `/rel` lands, resolved beneath dom0's root.
+
+    Parent components that are symlinks, in the top layer or in the base tree below it, are
+    followed as dom0 will follow them at run time (an absolute target means dom0's /, and `..`
+    stops at dom0's /), so the result is always inside `top`: a link to /lib in dom0 never reaches
+    the host's /lib, and a write to /lib/x lands in usr/lib/x where merged-/usr dom0 keeps it. The
+    last component is followed only for a directory to write into (`follow_last`); a link where
+    a file is written is replaced, never written through.
+    """
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        link = _link_target(top, base, "/".join([*done, part])) if parts or follow_last else None
+        if link is None:
+            done.append(part)
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            raise XenliveError(f"/{rel}: too many levels of symbolic links in dom0")
+        parts = [p for p in link.split("/") if p not in ("", ".")] + parts
+        if link.startswith("/"):
+            done = []
+    return top.joinpath(*done)
+
+
+def _link_target(top: Path, base: Path | None, rel: str) -> str | None:
+    """The symlink target at `rel` in dom0 (the top layer hides the base tree), or None."""
+    for tree in (top, base):
+        if tree is None:
+            continue
+        path = tree / rel
+        if path.is_symlink():
+            return os.readlink(path)
+        if path.exists():
+            return None
+    return None
+
+
+def apply_overlay(root: Path, dest: Path, context: dict[str, Any], base: Path | None = None) -> None:
     """Copy an overlay tree over `dest`, rendering *.j2 files and keeping modes.
 
-    Symlinks are copied as links (they point into dom0's file system, not the host's); one that
-    climbs out of the overlay, and anything written through a symlinked directory, is refused.
+    Symlinks are copied as links (they point into dom0's file system, not the host's); every write
+    lands beneath dom0's root (dom0_path). The overlays rule (builder/checks/profile_rules.py)
+    has refused links that climb out of the overlay and directories where xenlive writes files.
     """
     root = root.resolve()
-    problems = overlay_escapes(root)
-    if problems:
-        raise ProfileError([f"{root.name}: {p}" for p in problems])
     dest.mkdir(parents=True, exist_ok=True)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel = here.relative_to(root)
         if rel != Path("."):
-            _safe_target(dest, rel.as_posix()).mkdir(parents=True, exist_ok=True)
+            _make_dir(dom0_path(dest, base, rel.as_posix(), follow_last=True))
         for name in sorted(filenames) + [d for d in dirnames if (here / d).is_symlink()]:
             src = here / name
-            target = _safe_target(dest, (rel / name).as_posix())
+            target = dom0_path(dest, base, (rel / name).as_posix())
             if src.is_symlink():
-                if target.is_symlink() or target.exists():
-                    target.unlink()
+                _replace(target)
                 target.symlink_to(os.readlink(src))
             elif name.endswith(".j2"):
                 target = target.with_suffix("")
-                _unlink_link(target)
-                target.write_text(render_file(src, **context))
+                _replace(target)
+                target.write_text(render_file(src, root, **context))
                 shutil.copymode(src, target)
             else:
-                _unlink_link(target)
+                _replace(target)
                 shutil.copy2(src, target)
 
 
-def _unlink_link(target: Path) -> None:
-    """A symlink at the target is replaced, never written through (it may point at the host)."""
-    if target.is_symlink():
+def _make_dir(path: Path) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise XenliveError(f"{path}: a directory is needed here, but something else is in the way")
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _replace(target: Path) -> None:
+    """Make room for a file or link: a link or file there is replaced, never written through (it
+    may point at the host); a directory there is a conflict the overlays rule should have found."""
+    if target.is_symlink() or target.is_file():
         target.unlink()
+    elif target.exists():
+        raise XenliveError(f"{target}: a file is to be written where a directory is")
+    target.parent.mkdir(parents=True, exist_ok=True)
 
 
-def write_files(profile: Profile, top: Path, context: dict[str, Any], owners: Owners,
+def write_files(profile: Profile, top: Path, base: Path | None, context: dict[str, Any], owners: Owners,
                 accounts: dict[str, tuple[int, int]]) -> None:  # fmt: skip
     """The profile's inline `files:` entries, after the overlays so they win."""
     for i, entry in enumerate(profile.dom0.files):
         rel = PurePosixPath(entry.path).relative_to("/").as_posix()
-        target = _safe_target(top, rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _unlink_link(target)
+        target = dom0_path(top, base, rel)
+        _replace(target)
         if entry.template is not None:
-            text = render_file(profile.base_dir / entry.template, **context)
+            path = profile.base_dir / entry.template
+            text = render_file(path, path.parent, **context)
         else:
             text = entry.content or ""
         target.write_text(text)
@@ -465,10 +530,10 @@ def write_files(profile: Profile, top: Path, context: dict[str, Any], owners: Ow
 def _owner_ids(user: str, group: str, accounts: dict[str, tuple[int, int]], users: tuple[User, ...],
                where: str) -> tuple[int, int]:  # fmt: skip
     if user not in accounts:
-        raise ProfileError([f"{where}: user {user!r} does not exist in dom0"])
+        raise XenliveError(f"{where}: user {user!r} does not exist in dom0")  # rule dom0-accounts
     uid, gid = accounts[user]
     if group:
         if f":{group}" not in accounts:
-            raise ProfileError([f"{where}: group {group!r} does not exist in dom0"])
+            raise XenliveError(f"{where}: group {group!r} does not exist in dom0")  # rule dom0-accounts
         gid = accounts[f":{group}"][1]
     return uid, gid

@@ -32,7 +32,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from builder import cache, cpio
+from builder import cache, cpio, mmdebstrap
 from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
@@ -142,8 +142,8 @@ def kernel_cmdline(guest: Guest) -> str:
 def xl_config(profile: Profile, guest: Guest) -> str:
     base = f"{LIVE_MEDIUM}/guests/{guest.name}"
     # hvm guests boot from their disk or cdrom, unless they name a kernel (xl's direct kernel boot).
-    direct_boot = guest.type != GuestType.HVM or guest.kind == GuestKind.BUSYBOX or guest.kernel != "dom0"
-    has_initrd = guest.kind != GuestKind.IMAGE or guest.initrd not in ("dom0", "busybox")
+    direct_boot = guest.type != GuestType.HVM or guest.kind == GuestKind.BUSYBOX or isinstance(guest.kernel, Path)
+    has_initrd = guest.kind != GuestKind.IMAGE or isinstance(guest.initrd, Path)
     bridge = profile.dom0.network.bridge
     return render(
         "guest.cfg.j2",
@@ -181,9 +181,9 @@ def place_busybox(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
         cpio.write_gzip(entries, tmp / "initrd.img")
         return ["initrd.img"]
 
-    kernel = boot_file(tree, "kernel") if guest.kernel == "dom0" else ctx.profile.base_dir / guest.kernel
+    kernel = ctx.profile.base_dir / guest.kernel if isinstance(guest.kernel, Path) else boot_file(tree, "kernel")
     _place(kernel, medium_dir / "vmlinuz")
-    if guest.initrd != "busybox":
+    if isinstance(guest.initrd, Path):
         _place(ctx.profile.base_dir / guest.initrd, medium_dir / "initrd.img")
         return
     entry, cached = cache.obtain(ctx.cache_dir, "guest", key, make)
@@ -328,20 +328,10 @@ def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
 
 def mmdebstrap_command(guest: Guest, overlay_dir: Path, target: Path) -> list[str]:
     debian = guest.debian
-    mode = "root" if os.geteuid() == 0 else "unshare"
     packages = [*DEBIAN_PACKAGES, *[p for p in debian.packages if p not in DEBIAN_PACKAGES]]
-    return [
-        "mmdebstrap",
-        "--variant=minbase",
-        f"--mode={mode}",
-        "--format=tar",
-        "--include=" + ",".join(packages),
-        *[f"--dpkgopt={opt}" for opt in DEBIAN_DPKG_OPTIONS],
-        *debian_hooks(guest, overlay_dir),
-        debian.suite,
-        os.fspath(target),
-        debian.mirror,
-    ]
+    return mmdebstrap.mmdebstrap_command(suite=debian.suite, mirror=debian.mirror, target=target, packages=packages,
+                                         dpkg_options=DEBIAN_DPKG_OPTIONS,
+                                         options=["--format=tar", *debian_hooks(guest, overlay_dir)])  # fmt: skip
 
 
 def disk_size_mib(guest: Guest, tree_bytes: int, inodes: int) -> int:
@@ -435,9 +425,9 @@ def extract_boot(tarball: Path, dest: Path) -> tuple[int, int]:
 def place_image(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
     """The profile's own files, already checked against their sha256 when the profile was loaded."""
     base = ctx.profile.base_dir
-    if guest.kernel != "dom0":
+    if isinstance(guest.kernel, Path):
         _place(base / guest.kernel, medium_dir / "vmlinuz")
-        if guest.initrd not in ("dom0", "busybox"):
+        if isinstance(guest.initrd, Path):
             _place(base / guest.initrd, medium_dir / "initrd.img")
     if guest.disk is not None:
         _place(base / guest.disk, medium_dir / "disk.img")

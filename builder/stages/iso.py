@@ -30,7 +30,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 from builder.context import BuildContext
 from builder.errors import IsoError
 from builder.hybrid import repair_gpt, separate_partitions
-from builder.profile import Firmware
+from builder.profile.model import Firmware
 from builder.stages.boot import EFI_IMAGE
 
 log = logging.getLogger(__name__)

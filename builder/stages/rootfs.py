@@ -12,7 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from builder import cache
+from builder import cache, mmdebstrap
 from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.fsutil import unmount_below
@@ -36,10 +36,14 @@ DPKG_OPTIONS = [
 ]
 
 
-def dom0_packages(extra: tuple[str, ...]) -> list[str]:
+def base_packages(suite: str) -> list[str]:
+    """xenlive's own dom0 package list (builder/data/dom0-packages.txt)."""
     text = resources.files("builder").joinpath("data/dom0-packages.txt").read_text()
-    base = [line.split("#")[0].strip() for line in text.splitlines()]
-    packages = [p for p in base if p]
+    return [p for p in (line.split("#")[0].strip() for line in text.splitlines()) if p]
+
+
+def dom0_packages(suite: str, extra: tuple[str, ...]) -> list[str]:
+    packages = base_packages(suite)
     return packages + [p for p in extra if p not in packages]
 
 
@@ -50,7 +54,7 @@ def rootfs_key(ctx: BuildContext) -> str:
             "stage": STAGE_VERSION,
             "suite": dom0.suite,
             "mirror": dom0.mirror,
-            "packages": sorted(dom0_packages(dom0.packages)),
+            "packages": sorted(dom0_packages(dom0.suite, dom0.packages)),
             "excludes": MEDIUM_FILES,
             "dpkg": DPKG_OPTIONS,
         }
@@ -59,15 +63,10 @@ def rootfs_key(ctx: BuildContext) -> str:
 
 def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
     dom0 = ctx.profile.dom0
-    mode = "root" if os.geteuid() == 0 else "unshare"
-    cmd = [
-        "mmdebstrap",
-        "--variant=minbase",
-        f"--mode={mode}",
-        "--include=" + ",".join(dom0_packages(dom0.packages)),
-        *[f"--dpkgopt={opt}" for opt in DPKG_OPTIONS],
-    ]
-    return [*cmd, dom0.suite, os.fspath(target), dom0.mirror]
+    packages = dom0_packages(dom0.suite, dom0.packages)
+    return mmdebstrap.mmdebstrap_command(
+        suite=dom0.suite, mirror=dom0.mirror, target=target, packages=packages, dpkg_options=DPKG_OPTIONS
+    )
 
 
 def squashfs_command(tree: Path, output: Path, excludes: list[str] | None = None) -> list[str]:

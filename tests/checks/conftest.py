@@ -111,6 +111,8 @@ def dom0_tree(tmp_path: Path) -> Path:
     )
     (root / "boot/vmlinuz-6.1.0-9-amd64").write_bytes(bzimage(elf_with_notes(xen_kernel_notes())))
     (root / "boot/config-6.1.0-9-amd64").write_text("CONFIG_X86_64=y\nCONFIG_XEN_DOM0=y\nCONFIG_XEN_PVH=y\n")
+    (root / "usr/lib/systemd/system").mkdir(parents=True)
+    (root / "usr/lib/systemd/system/systemd-networkd.service").write_text("[Unit]\n")
     mods = root / "lib/modules/6.1.0-9-amd64"
     (mods / "kernel/drivers/net").mkdir(parents=True)
     (mods / "modules.alias").write_text(MODULES_ALIAS)

@@ -97,7 +97,10 @@ def test_host_never_crashes(env: dict[str, str]) -> None:
 def test_list(env: dict[str, str]) -> None:
     proc = xenlive(env, "check", "--list")
     assert proc.returncode == 0
-    assert proc.stdout.startswith("cpu-64bit ") and "known targets: " in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("cpu-64bit ") and " target " in line for line in lines)
+    assert any(line.startswith("unique-names ") and " profile " in line for line in lines)
+    assert "known targets: " in proc.stdout
 
 
 def test_build_stops_at_static_error_before_long_steps(env: dict[str, str], tmp_path: Path) -> None:

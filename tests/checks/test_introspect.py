@@ -127,7 +127,7 @@ def test_gather_reads_tree_and_guest_files(dom0_tree: Path, profile, tmp_path: P
     (tmp_path / "k").write_bytes(elf_with_notes(xen_kernel_notes(pvh=False), bits=32))
     (tmp_path / "i").write_bytes(b"x" * 3000)
     p = profile("guests:\n  - name: a\n  - name: b\n    kernel: k\n    initrd: i\n")
-    facts = gather(p, dom0_tree, None)
+    facts = gather(p, dom0_tree)
     assert facts.xen is not None and facts.dom0_kernel is not None and facts.modules is not None
     assert facts.guest_kernels["a"] is facts.dom0_kernel
     assert facts.guest_kernels["b"].bits == 32

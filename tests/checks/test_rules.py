@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from builder.checks import REGISTRY, Finding, Severity, Status, all_checks, run_checks
 from builder.hardware import Arch, KnownIssue, MachineFirmware, PciDevice
 from builder.introspect import BuiltFacts, KernelFacts, ModuleDb, XenNotes
-from builder.profile import Firmware, Guest, Profile
+from builder.profile import Firmware, Profile
 from tests.checks.conftest import cpu, make_target, xen
 
 all_checks()
@@ -76,23 +75,6 @@ def test_hvm_shadow_paging_warns(profile) -> None:  # type: ignore[no-untyped-de
     assert msg == "guests g (hvm) will run on shadow paging: Core 2 Duo has no EPT/NPT"
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class PassthroughGuest(Guest):
-    """A guest as the profile model will describe PCI passthrough (the model has no field for it yet)."""
-
-    pci: tuple[str, ...] = ()
-
-
-def test_iommu_for_passthrough() -> None:
-    p = Profile(name="p", guests=(PassthroughGuest(name="router", pci=("0000:03:00.0",)), Guest(name="plain")))
-    assert findings("iommu-for-passthrough", p, make_target(iommu=True)) == []
-    assert (
-        findings("iommu-for-passthrough", Profile(name="q", guests=(Guest(name="g"),)), make_target(iommu=False)) == []
-    )
-    assert only("iommu-for-passthrough", p, make_target(iommu=False)) == (
-        "guests router pass PCI devices through, but this machine has no IOMMU (VT-d/AMD-Vi)"
-    )
-    assert findings("iommu-for-passthrough", p, make_target(iommu=None))[0].unknown
 
 
 def test_memory_budget(profile) -> None:  # type: ignore[no-untyped-def]
@@ -170,14 +152,6 @@ def test_pv32_guests(profile) -> None:  # type: ignore[no-untyped-def]
     assert findings("pv32-guests", p, make_target(), BuiltFacts(xen=xen(), guest_kernels={"old": kernel()})) == []
     msg = only("pv32-guests", p, make_target(), BuiltFacts(xen=xen(), guest_kernels={"old": k32}))
     assert msg == "guest old: vmlinuz-2.6.16-xen is a 32-bit PV kernel, and Xen 4.17.5 has no 32-bit PV"
-
-
-def test_image_fits_medium(profile) -> None:  # type: ignore[no-untyped-def]
-    p = profile("media:\n  size_limit: cd-700\n")
-    assert findings("image-fits-medium", p, make_target(), BuiltFacts(medium_bytes=300 << 20)) == []
-    msg = only("image-fits-medium", p, make_target(), BuiltFacts(medium_bytes=900 << 20))
-    assert msg == "the image needs about 900 MiB, more than cd-700 holds (703 MiB)"
-    assert findings("image-fits-medium", p, make_target())[0].unknown
 
 
 def test_device_drivers(dom0_tree: Path, profile) -> None:  # type: ignore[no-untyped-def]

@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 from builder import cpio
+from builder.checks import ProfileFacts
+from builder.checks.profile_rules import require_fits
 from builder.context import BuildContext
-from builder.errors import ProfileError, XenliveError
+from builder.errors import CheckFailed, ProfileError, XenliveError
 from builder.profile import load_profile
 from builder.qemu import judge_ready
 from builder.stages import guests as guests_module
@@ -297,9 +299,14 @@ def test_disk_bigger_than_the_medium(tmp_path: Path) -> None:
     (tmp_path / "d.img").write_bytes(DISK)
     text = (f"name: p\nmedia:\n  size_limit: 2048\nguests:\n  - name: a\n    kind: image\n    kernel: k\n"
             f"    kernel_sha256: {sha(KERNEL)}\n    disk: d.img\n    disk_sha256: {sha(DISK)}\n")  # fmt: skip
-    message = _load_error(tmp_path, text)
-    assert "bad.yaml:9:11: guests[0].disk: the guests' files come to 4122 bytes" in message
-    assert "more than media.size_limit (2048 bytes)" in message
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(CheckFailed) as info:
+        require_fits(load_profile(tmp_path / "p.yaml"), ProfileFacts(), ())
+    assert info.value.message.endswith("p.yaml:3:15: media.size_limit: the guests' files: 4122 bytes, more than"
+                                       " media.size_limit (2048 bytes); raise media.size_limit, or drop dom0 packages"
+                                       " or guests")  # fmt: skip
+    assert info.value.exit_code == 3
+    require_fits(load_profile(tmp_path / "p.yaml"), ProfileFacts(), ("image-fits-medium",))
 
 
 def test_debian_guest_refuses_a_kernel_and_hvm(tmp_path: Path) -> None:
@@ -307,7 +314,7 @@ def test_debian_guest_refuses_a_kernel_and_hvm(tmp_path: Path) -> None:
         tmp_path, "name: p\nguests:\n  - name: a\n    kind: debian\n    type: hvm\n    kernel: dom0x\n"
     )
     assert "guests[0].kernel: a debian guest boots the kernel" in message
-    assert "guests[0].type: a debian guest boots its own kernel directly: type pv or pvh" in message
+    assert "guests[0].type: a debian guest boots its own kernel directly; use type pv or pvh" in message
 
 
 def test_bad_guest_is_exit_2_without_traceback(tmp_path: Path) -> None:
