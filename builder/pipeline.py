@@ -48,7 +48,8 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
     (cache_dir / "work").mkdir(parents=True, exist_ok=True)
     cache.clean_stale_workdirs(cache_dir)
     workdir = Path(tempfile.mkdtemp(prefix=f"build-{os.getpid()}-", dir=cache_dir / "work"))
-    ctx = BuildContext(profile=profile, output=output.resolve(), workdir=workdir, cache_dir=cache_dir,
+    output = output.parent.resolve() / output.name  # a symlink at OUT is replaced, its target left alone
+    ctx = BuildContext(profile=profile, output=output, workdir=workdir, cache_dir=cache_dir,
                        epoch=epoch)  # fmt: skip
     try:
         with step("hardware checks (static)", ctx.timings):

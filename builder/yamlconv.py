@@ -34,7 +34,6 @@ MAX_ITEMS = 1024  # entries of a list; far above any real file, low enough that 
 MAX_INT = 2**53  # beyond this no field of ours means anything; each field has its own tighter max
 SIZE = re.compile(r"(\d{1,12})\s*([KMGT]i?B?|[kmgt])?")
 
-CONFINE_PATHS = False  # TODO(issue 11): on once the shipped overlays live beside their profiles
 _UNREADABLE = object()  # what Converter.construct returns after reporting an unreadable value
 
 
@@ -370,7 +369,7 @@ class Converter:
         depth = 0
         for part in parts:
             depth += -1 if part == ".." else 0 if part in ("", ".") else 1
-            if depth < 0 and CONFINE_PATHS:
+            if depth < 0:
                 self.error(node, path, f"{value!r} climbs out of the profile's directory; keep files beside it")
                 return None
         here = self.file_dirs.get(node.start_mark.name, self.root_dir)

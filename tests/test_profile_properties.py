@@ -67,8 +67,8 @@ def mutated(draw: st.DrawFn) -> Any:
 def _load_text(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "overlays").symlink_to(REPO / "overlays")
         (root / "profiles").mkdir()
+        (root / "profiles/overlays").symlink_to(REPO / "profiles/overlays")
         path = root / "profiles/p.yaml"
         path.write_text(text)
         try:
