@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ISOLINUX_BIN = "isolinux/isolinux.bin"
 BOOT_CATALOG = "isolinux/boot.cat"
+PLATFORM_UEFI = 0xEF  # El Torito platform id of an EFI boot image
 
 
 class _IsoNames:
@@ -140,7 +141,8 @@ def _master(ctx: BuildContext, tmp: Path, rng: random.Random) -> None:
         )
     if Firmware.UEFI in profile.media.boot:
         # Added last: pycdlib sizes the hybrid ESP from the last El Torito entry.
-        iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True)
+        # platform_id only counts when this is the first entry (a UEFI-only medium): a section gets 0xEF from efi=True.
+        iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True, platform_id=PLATFORM_UEFI)
     if Firmware.BIOS in profile.media.boot:
         iso.add_isohybrid(mbr_id=rng.getrandbits(32), **_isohybrid_args(Firmware.UEFI in profile.media.boot))
     iso.write(os.fspath(tmp))
