@@ -217,9 +217,9 @@ def mbr_regions() -> list[Region]:
     regions = [
         Region(0, 432, "MBR boot code"),
         Region(432, 436, "MBR boot code's address of isolinux.bin (512-byte LBA)", "<I"),
-        Region(436, 440, "MBR reserved bytes"),
+        Region(436, 440, "MBR reserved area"),
         Region(440, 444, "MBR disk signature", "<I"),
-        Region(444, 446, "MBR reserved bytes"),
+        Region(444, 446, "MBR reserved area"),
     ]
     regions += [Region(446 + 16 * i, 462 + 16 * i, f"MBR partition entry {i + 1}") for i in range(4)]
     regions.append(Region(510, 512, "MBR boot signature"))
@@ -229,9 +229,9 @@ def mbr_regions() -> list[Region]:
 GPT_HEADER_FIELDS = [
     (0, 8, "signature", None),
     (8, 12, "revision", "<I"),
-    (12, 16, "header size", "<I"),
-    (16, 20, "header CRC", "<I"),
-    (20, 24, "reserved bytes", None),
+    (12, 16, "size", "<I"),
+    (16, 20, "CRC", "<I"),
+    (20, 24, "reserved area", None),
     (24, 32, "own LBA", "<Q"),
     (32, 40, "other header's LBA", "<Q"),
     (40, 48, "first usable LBA", "<Q"),
@@ -241,7 +241,7 @@ GPT_HEADER_FIELDS = [
     (80, 84, "number of partition entries", "<I"),
     (84, 88, "partition entry size", "<I"),
     (88, 92, "partition array CRC", "<I"),
-    (92, SECTOR, "reserved bytes", None),
+    (92, SECTOR, "reserved area", None),
 ]
 
 
