@@ -534,3 +534,16 @@ def test_cli_verify_exit_codes_and_lines(pristine, tmp_path):
     assert proc.stderr.endswith(f"error: {bad}: 2 problem(s) found\n")
     proc = xenlive("verify", "--sha256", "nothex", str(iso))
     assert proc.returncode == 2 and "--sha256: expected 64 hexadecimal digits, got 'nothex'" in proc.stderr
+
+
+def test_backup_gpt_over_the_end_of_the_volume_is_named(master):
+    """pycdlib pads the image to a whole MiB and puts the 33-sector backup GPT at its very end, also when
+    the padding is shorter than that: then the GPT overwrites the volume's last file."""
+    filler = 100_000
+    volume = layout_of(master(extra={"zz/filler.bin": bytes(filler)})).volume
+    filler += (2**20 - 4 * BLOCK - volume) % 2**20  # leave 8 KiB of padding
+    iso = master(extra={"zz/filler.bin": bytes(filler)})
+    assert layout_of(iso).volume % 2**20 == 2**20 - 4 * BLOCK
+    problems = verify_iso(iso).problems
+    assert problems[0].startswith("the backup GPT overlaps the last 8704 bytes of the ISO 9660 volume"), problems
+    assert "/EFI/BOOT/BOOTX64.EFI: sha256 differs from the manifest" in problems  # the volume's last file
