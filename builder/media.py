@@ -115,16 +115,18 @@ def check_image(iso: Path) -> int:
 
 
 def verify_image(iso: Path) -> None:
-    """Refuse an ISO whose boot records or files disagree with its embedded manifest."""
+    """Refuse an ISO that `xenlive verify` fails (SHA256SUMS beside it is used when present)."""
     from builder.verify import verify_iso
 
-    problems = verify_iso(iso)
-    if problems:
-        listed = "\n".join(f"  - {p}" for p in problems)
+    verdict = verify_iso(iso)
+    if verdict.problems:
+        listed = "\n".join(f"  - {p}" for p in verdict.problems)
         raise IsoError(
             f"{iso} failed verification, nothing was written:\n{listed}",
             hint="rebuild the image with: xenlive build",
         )
+    for warning in verdict.warnings:
+        log.warning("warning: %s", warning)
 
 
 def _under_dev(path: Path) -> bool:

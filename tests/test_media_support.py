@@ -117,7 +117,8 @@ def make_iso(directory: Path, *, payload: bytes, corrupt_manifest: bool = False)
     digest = hashlib.sha256(payload).hexdigest()
     if corrupt_manifest:
         digest = "0" * 64
-    manifest = {"profile": {"name": "tiny", "media": {"boot": []}}, "files": {"payload.bin": digest}}
+    manifest = {"profile": {"name": "tiny", "media": {"boot": []}}, "build_id": "0123abcd",
+                "files": {"payload.bin": digest}}  # fmt: skip
     (tree / "xenlive" / "manifest.json").write_text(json.dumps(manifest))
     iso = directory / ("bad.iso" if corrupt_manifest else "tiny.iso")
     subprocess.run(["xorriso", "-as", "mkisofs", "-R", "-V", "TINY", "-o", str(iso), str(tree)],

@@ -19,6 +19,7 @@ import types
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pycdlib
 import pycdlib.dates
@@ -29,7 +30,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.context import BuildContext
 from builder.errors import IsoError
-from builder.hybrid import repair_gpt, separate_partitions
+from builder.hybrid import SYSTEM_AREA, SparseImage, finish_hybrid
 from builder.profile.model import Firmware
 from builder.stages.boot import EFI_IMAGE
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ISOLINUX_BIN = "isolinux/isolinux.bin"
 BOOT_CATALOG = "isolinux/boot.cat"
+PLATFORM_UEFI = 0xEF  # El Torito platform id of an EFI boot image
 
 
 class _IsoNames:
@@ -105,9 +107,8 @@ def master_iso(ctx: BuildContext, accept: Callable[[Path], None] | None = None) 
         with pinned_pycdlib(ctx.epoch, ctx.build_id) as rng:
             _master(ctx, tmp, rng)
         if Firmware.BIOS in ctx.profile.media.boot:
-            separate_partitions(tmp)
-            disk_guid = hashlib.sha256(f"disk:{ctx.build_id}".encode()).digest()[:16]
-            repair_gpt(tmp, disk_guid)
+            with tmp.open("r+b") as f:
+                finish_hybrid(f, disk_guid(ctx.build_id))
         if accept is not None:
             accept(tmp)
         os.replace(tmp, ctx.output)
@@ -140,11 +141,48 @@ def _master(ctx: BuildContext, tmp: Path, rng: random.Random) -> None:
         )
     if Firmware.UEFI in profile.media.boot:
         # Added last: pycdlib sizes the hybrid ESP from the last El Torito entry.
-        iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True)
+        # platform_id only counts when this is the first entry (a UEFI-only medium): a section gets 0xEF from efi=True.
+        iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True, platform_id=PLATFORM_UEFI)
     if Firmware.BIOS in profile.media.boot:
-        iso.add_isohybrid(efi=Firmware.UEFI in profile.media.boot, mbr_id=rng.getrandbits(32))
+        iso.add_isohybrid(mbr_id=rng.getrandbits(32), **_isohybrid_args(Firmware.UEFI in profile.media.boot))
     iso.write(os.fspath(tmp))
     iso.close()
+
+
+def _isohybrid_args(efi: bool) -> dict[str, Any]:
+    """pycdlib's add_isohybrid defaults, spelled out so that hybrid_areas() repeats them exactly."""
+    return {"efi": efi, "mac": False, "part_entry": 1, "part_offset": 0, "geometry_sectors": 32,
+            "geometry_heads": 64, "part_type": 0 if efi else 0x17}  # fmt: skip
+
+
+def disk_guid(build_id: str) -> bytes:
+    """The GPT disk GUID: derived from the build, so that a rebuild is byte-identical."""
+    return hashlib.sha256(f"disk:{build_id}".encode()).digest()[:16]
+
+
+def hybrid_areas(volume_bytes: int, isolinux_lba: int, efi: tuple[int, int] | None, build_id: str) -> SparseImage:
+    """What master_iso writes outside the ISO 9660 volume of a BIOS-bootable medium.
+
+    Derived from the volume's own structure: its size in bytes, the 2048-byte LBA of isolinux.bin
+    and, with UEFI, the LBA and El Torito sector count of the EFI image. The result's `head` is
+    the system area (MBR and primary GPT), its `tail` the padding to a whole cylinder and the
+    backup GPT. It runs the same pycdlib calls with the same seed, and the same finish_hybrid(),
+    as mastering, so verify can compare the medium with it byte for byte.
+    """
+    with pinned_pycdlib(0, build_id) as rng:  # the same seed gives the same MBR id and GUIDs
+        hybrid = pycdlib.isohybrid.IsoHybrid()
+        hybrid.new(mbr_id=rng.getrandbits(32), **_isohybrid_args(efi is not None))
+    hybrid.update_rba(isolinux_lba)
+    if efi is not None:
+        hybrid.update_efi(efi[0], efi[1], volume_bytes)
+    size = volume_bytes + len(hybrid.record_padding(volume_bytes))
+    backup = hybrid.secondary_gpt.record() if efi is not None else b""
+    image = SparseImage(size, SYSTEM_AREA, min(volume_bytes, size - len(backup)))
+    image.write(hybrid.record(volume_bytes))
+    image.seek(size - len(backup))
+    image.write(backup)
+    finish_hybrid(image, disk_guid(build_id))
+    return image
 
 
 def _boot_catalog_path(iso_paths: dict[str, str]) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -9,9 +10,10 @@ import pycdlib
 import pytest
 
 from builder.context import BuildContext
-from builder.profile import load_profile
+from builder.hybrid import SYSTEM_AREA
+from builder.profile import Firmware, load_profile
 from builder.stages.boot import install_bootloaders
-from builder.stages.iso import _IsoNames, master_iso
+from builder.stages.iso import _IsoNames, hybrid_areas, master_iso
 
 needs_tools = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("grub-mkimage", "mkfs.vfat", "mcopy", "xorriso"))
@@ -116,3 +118,45 @@ def test_disk_full_while_mastering_leaves_nothing(small_medium, tmp_path):
         assert list(full.iterdir()) == []
     finally:
         subprocess.run(["umount", str(full)], check=True)
+
+
+def _with_boot(ctx: BuildContext, *boot: Firmware) -> BuildContext:
+    media = dataclasses.replace(ctx.profile.media, boot=boot)
+    return dataclasses.replace(ctx, profile=dataclasses.replace(ctx.profile, media=media))
+
+
+@needs_tools
+@pytest.mark.parametrize("boot", [(Firmware.BIOS, Firmware.UEFI), (Firmware.BIOS,)], ids=["bios+uefi", "bios"])
+def test_hybrid_areas_are_what_mastering_writes(small_medium, boot):
+    """verify compares media with hybrid_areas(): it must reproduce the MBR, GPTs and padding exactly."""
+    ctx = _with_boot(small_medium, *boot)
+    install_bootloaders(ctx)
+    ctx.output.parent.mkdir()
+    master_iso(ctx)
+    iso = pycdlib.PyCdlib()
+    iso.open(str(ctx.output))
+    isolinux = iso.get_record(rr_path="/isolinux/isolinux.bin").extent_location()
+    efi = None
+    if Firmware.UEFI in boot:
+        record = iso.get_record(rr_path="/boot/grub/efi.img")
+        efi = (record.extent_location(), -(-record.get_data_length() // 2048) * 4)
+    volume = iso.pvd.space_size * 2048
+    iso.close()
+    expected = hybrid_areas(volume, isolinux, efi, ctx.build_id)
+    data = ctx.output.read_bytes()
+    assert len(data) == expected.size
+    assert data[:SYSTEM_AREA] == bytes(expected.head)
+    assert data[expected.tail_start :] == bytes(expected.tail)
+    assert hybrid_areas(volume, isolinux, efi, "ffff0000").head != expected.head  # the IDs follow the build
+
+
+@needs_tools
+def test_uefi_only_medium_names_the_uefi_platform(small_medium):
+    ctx = _with_boot(small_medium, Firmware.UEFI)
+    install_bootloaders(ctx)
+    ctx.output.parent.mkdir()
+    master_iso(ctx)
+    eltorito = subprocess.run(["xorriso", "-indev", ctx.output, "-report_el_torito", "plain"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "El Torito boot img :   1  UEFI  y   none" in eltorito
+    assert ctx.output.read_bytes()[:SYSTEM_AREA] == bytes(SYSTEM_AREA)  # no MBR without BIOS
