@@ -414,3 +414,61 @@ def test_judge_ready_requires_declared_markers() -> None:
     assert judge_ready(ok) is None
     late = {"xen": "4.17.7", "guests": {"a": {"state": "running", "ready": False, "reason": "not seen"}}}
     assert judge_ready(late) == "guests not ready: a: ready marker not seen (not seen)"
+
+
+# --- the files and hooks of the guests stage, byte for byte ----------------------------------------
+
+SHIPPED = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+HOOK_USERS_PROFILE = """\
+name: hooks
+guests:
+  - name: deb
+    kind: debian
+    debian:
+      users:
+        - {name: root, password: "!"}
+        - {name: alice, groups: [sudo, users]}
+        - {name: bob, uid: 1500, comment: "Bob O'Neil", shell: /bin/sh, password: "*"}
+"""
+
+
+def guest_stage_files(ctx: BuildContext) -> str:
+    """The guests' ready files in dom0 and the mmdebstrap hooks of each Debian guest, each under a
+    "==> what <==" line. (The xl configs and the guest table have golden files of their own.)"""
+    build_guests(ctx)
+    conf = ctx.top / "etc/xenlive/guests"
+    files = sorted(p for p in conf.rglob("*") if p.is_file())
+    text = "".join(f"==> {p.relative_to(ctx.top).as_posix()} <==\n{p.read_text()}" for p in files)
+    for guest in ctx.profile.guests:
+        if guest.kind == "debian":
+            hooks = guests_module.debian_hooks(guest, Path("/OVERLAY"))
+            text += f"==> mmdebstrap hooks of {guest.name} <==\n" + "".join(f"{h}\n" for h in hooks)
+    return text
+
+
+def shipped_ctx(tmp_path: Path, spec: Path) -> BuildContext:
+    tree = tmp_path / "tree"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot/vmlinuz-6.1.0-1-amd64").write_bytes(b"kernel")
+    (tree / "bin").mkdir()
+    (tree / "bin/busybox").write_bytes(b"\x7fELF busybox")
+    c = BuildContext(profile=load_profile(spec), output=tmp_path / "o.iso", workdir=tmp_path / "w",
+                     cache_dir=tmp_path / "cache")  # fmt: skip
+    c.rootfs = tree
+    return c
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_guest_stage_files_of_shipped_profiles_golden(tmp_path: Path, fake_run: FakeDebootstrap, golden,
+                                                      name: str) -> None:  # fmt: skip
+    golden(f"{name}/guest-stage.txt", guest_stage_files(shipped_ctx(tmp_path, REPO / f"profiles/{name}.yaml")))
+
+
+def test_guest_stage_files_golden(kinds: BuildContext, fake_run: FakeDebootstrap, golden) -> None:
+    golden("guests/guest-stage.txt", guest_stage_files(kinds))
+
+
+def test_mmdebstrap_hooks_for_every_kind_of_account_golden(tmp_path: Path, golden) -> None:
+    (tmp_path / "hooks.yaml").write_text(HOOK_USERS_PROFILE)
+    (deb,) = load_profile(tmp_path / "hooks.yaml").guests
+    golden("guests/deb-account-hooks.txt", "".join(f"{h}\n" for h in guests_module.debian_hooks(deb, Path("/O"))))
