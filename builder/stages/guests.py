@@ -102,7 +102,7 @@ def build_guests(ctx: BuildContext) -> None:
         if guest.autostart:
             (auto_dir / f"{guest.name}.cfg").symlink_to(f"../guests/{guest.name}.cfg")
         if guest.ready:
-            (conf_dir / f"{guest.name}.ready").write_text(f"{guest.ready_timeout}\n{guest.ready}\n")
+            (conf_dir / f"{guest.name}.ready").write_text(render("guest.ready.j2", guest=guest))
     (ctx.top / "etc/xenlive/guests.list").write_text(guest_list(ctx.profile))
 
 
@@ -286,27 +286,17 @@ def debian_key(guest: Guest) -> str:
 def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
     """mmdebstrap hooks: the initrd settings before the kernel is installed, then the guest's files,
     accounts and services, and the trimmed kernel modules. All run inside mmdebstrap, so the
-    build needs no mounts of its own."""
-    modules = "\\n".join(DEBIAN_INITRD_MODULES)
-    essential = (
-        'mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d"'
-        ' && echo MODULES=list > "$1/etc/initramfs-tools/conf.d/xenlive"'
-        f' && printf "{modules}\\n" > "$1/usr/share/initramfs-tools/modules.d/xenlive"'
-    )
-    keep = " ".join(f"! -name {d}" for d in DEBIAN_KEEP_DRIVERS)
-    trim = (
-        'for m in "$1"/lib/modules/*; do'
-        ' mv "$m/kernel/drivers/net/xen-netfront.ko" "$m/kernel/xen-netfront.ko"'
-        f' && find "$m/kernel/drivers" -mindepth 1 -maxdepth 1 {keep} -exec rm -rf {{}} +'
-        ' && mkdir -p "$m/kernel/drivers/net" && mv "$m/kernel/xen-netfront.ko" "$m/kernel/drivers/net/"'
-        ' && rm -rf "$m/kernel/sound" "$m/kernel/net/wireless" "$m/kernel/net/mac80211" "$m/kernel/net/bluetooth"'
-        ' && chroot "$1" depmod "${m##*/}" || exit 1; done'
-    )
+    build needs no mounts of its own. Each is a template in templates/mmdebstrap/ that renders one
+    argument; values from the profile are shell-quoted here, before they reach a template."""
+
+    def hook(template: str, **context: Any) -> str:
+        return render(f"mmdebstrap/{template}.j2", **context).removesuffix("\n")
+
     accounts = []
     for user in guest.debian.users:
         password = shlex.quote(user.password)
         if user.name == "root":
-            accounts.append(f'chroot "$1" usermod -p {password} root')
+            accounts.append(hook("account", root=True, password=password))
             continue
         args = ["-m", "-s", shlex.quote(user.shell), "-p", password]
         if user.uid is not None:
@@ -315,15 +305,14 @@ def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
             args += ["-c", shlex.quote(user.comment)]
         if user.groups:
             args += ["-G", shlex.quote(",".join(user.groups))]
-        accounts.append(f'chroot "$1" useradd {" ".join(args)} {user.name}')
-    hooks = [
-        f"--essential-hook={essential}",
-        f"--customize-hook=sync-in {os.fspath(overlay_dir)} /",
-        '--customize-hook=chroot "$1" systemctl enable systemd-networkd.service xenlive-guest-net.service',
-        f"--customize-hook={trim}",
+        accounts.append(hook("account", root=False, args=args, user=shlex.quote(user.name)))
+    return [
+        hook("initramfs", modules=DEBIAN_INITRD_MODULES),
+        hook("sync-in", overlay_dir=shlex.quote(os.fspath(overlay_dir))),
+        hook("services"),
+        hook("modules", keep=DEBIAN_KEEP_DRIVERS),
+        *accounts,
     ]
-    hooks += [f"--customize-hook={a}" for a in accounts]
-    return hooks
 
 
 def mmdebstrap_command(guest: Guest, overlay_dir: Path, target: Path) -> list[str]:
