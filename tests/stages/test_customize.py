@@ -73,7 +73,10 @@ def test_customize_writes_services_and_default_overlay(ctx):
     customize(ctx)
     top = ctx.top
     assert (top / "etc/hostname").read_text() == "xenlive\n"
-    assert 'GUESTS="tiny"' in (top / "etc/xenlive/ready.conf").read_text()
+    conf = (top / "etc/xenlive/xenlive.conf").read_text()
+    assert 'PROFILE="default"\nBRIDGE="xenbr0"\nDHCP="yes"\n' in conf
+    assert sorted(p.name for p in (top / "etc/xenlive").iterdir()) == ["owners", "xenlive.conf"]
+    assert (top / "usr/lib/xenlive/lib.sh").is_file() and not (top / "usr/lib/xenlive/lib.sh").stat().st_mode & 0o111
     assert 'XENDOMAINS_SAVE=""' in (top / "etc/default/xendomains").read_text()
     ready = top / "usr/lib/xenlive/ready"
     assert ready.stat().st_mode & stat.S_IXUSR
