@@ -20,12 +20,12 @@ SERVICES = REPO / "builder/templates/dom0/usr/lib/xenlive"
 
 
 class FakeDom0:
-    """A dom0 tree under tmp_path/root and fake commands in tmp_path/bin."""
+    """A dom0 tree under tmp_path/root (or `root`, a tree the builder wrote) and fake commands in tmp_path/bin."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.root = tmp_path / "root"
+    def __init__(self, tmp_path: Path, root: Path | None = None) -> None:
+        self.root = root or tmp_path / "root"
         self.bin = tmp_path / "bin"
-        self.root.mkdir(parents=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.bin.mkdir()
         self.env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", XENLIVE_ROOT=str(self.root))
         self.write("proc/cmdline", "boot=live\n")

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.profile import load_profile
+from builder.context import BuildContext
+from builder.profile import load_profile, template_context
+from builder.stages.customize import apply_overlay
+from builder.stages.guests import build_guests
 
 from .dom0_services import SERVICES, FakeDom0
 
@@ -178,6 +181,41 @@ def test_every_service_sources_the_library_and_states_no_path_of_its_own(service
     for line in code:
         assert "xenlive.safe" not in line
         assert not re.search(r"(?<![\w$}])/(etc|run|proc|sys|dev|var|usr|tmp)/", line.replace("/dev/null", "")), line
+
+
+def test_the_services_read_the_files_the_builder_writes(tmp_path: Path) -> None:
+    """dom0's tree as customize and the guests stage write it for the default profile: the names and
+    formats lib.sh expects are the ones the builder uses."""
+    tree = tmp_path / "tree"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot/vmlinuz-6.1.0-1-amd64").write_bytes(b"kernel")
+    (tree / "bin").mkdir()
+    (tree / "bin/busybox").write_bytes(b"\x7fELF busybox")
+    ctx = BuildContext(profile=load_profile(None), output=tmp_path / "o.iso", workdir=tmp_path / "w",
+                       cache_dir=tmp_path / "cache")  # fmt: skip
+    ctx.rootfs = tree
+    apply_overlay(SERVICES.parents[2], ctx.top, template_context(ctx.profile))
+    build_guests(ctx)
+    dom0 = FakeDom0(tmp_path, root=ctx.top)
+    dom0.command(
+        "xl",
+        'case "$1" in\n'
+        '  info) printf "nr_cpus : 2\\ntotal_memory : 2047\\nfree_memory : 900\\nvirt_caps : pv\\n'
+        'xen_version : 4.17.5\\n" ;;\n'
+        "  domid) exit 0 ;;\n"
+        '  list) printf "Name ID Mem VCPUs State Time\\n%s 1 128 1 -b---- 1.0\\n" "$2" ;;\n'
+        "esac\n",
+    )
+    hwcheck = dom0.run("hwcheck")
+    assert hwcheck.stderr == ""
+    assert "XENLIVE-HWCHECK ok   guest tiny (pv, 128 MiB, 1 vCPU)" in hwcheck.stdout.splitlines()
+    ready = dom0.run("ready", XENLIVE_READY_WAIT="1")
+    assert ready.stderr == ""
+    assert json.loads(ready.stdout.removeprefix("XENLIVE-READY ")) == {
+        "profile": "default",
+        "xen": "4.17.5",
+        "guests": {"tiny": {"state": "running"}},
+    }
 
 
 # --- report ---------------------------------------------------------------------------------------
