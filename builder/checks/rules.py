@@ -116,6 +116,15 @@ def dom0_mem_mib(cmdline: str) -> int | None:
     return int(int(v.group(1)) * factor)
 
 
+def guest_need_mib(guest: Guest, ramdisk_bytes: int) -> int:
+    """What starting one guest takes from the machine: its memory, Xen's overhead for it, its RAM disk
+    and its disk's writes (held in dom0's RAM). The one formula: the build-time budget below and
+    dom0's boot-time check (guests.tsv, written by the guests stage) both count with it."""
+    ramdisk = -(-ramdisk_bytes // (1 << 20))
+    writes = guest.write_buffer if guest.has_disk else 0
+    return guest.memory + GUEST_OVERHEAD_MIB + guest.memory // 100 + ramdisk + writes
+
+
 def memory_budget_mib(profile: Profile, target_mib: int, built: BuiltFacts) -> tuple[int, list[str]]:
     """The memory the image needs at boot on a machine with target_mib, and its parts (for the message)."""
     xen = XEN_BASE_MIB + target_mib // XEN_FRAME_TABLE_DIVISOR
@@ -124,9 +133,7 @@ def memory_budget_mib(profile: Profile, target_mib: int, built: BuiltFacts) -> t
     total = xen + dom0
     for g in profile.guests:
         if g.autostart:
-            ramdisk = -(-built.ramdisk_bytes.get(g.name, 0) // (1 << 20))
-            writes = g.write_buffer if g.has_disk else 0  # its disk's writes, held in dom0's RAM
-            need = g.memory + GUEST_OVERHEAD_MIB + g.memory // 100 + ramdisk + writes
+            need = guest_need_mib(g, built.ramdisk_bytes.get(g.name, 0))
             parts.append(f"{g.name} {need}")
             total += need
     return total, parts

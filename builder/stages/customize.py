@@ -33,7 +33,7 @@ from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.profile import BUILTIN_LOCALES, Profile, User, template_context
 from builder.run import run
-from builder.templating import render_file
+from builder.templating import render, render_file
 
 log = logging.getLogger(__name__)
 
@@ -324,12 +324,6 @@ def write_locale(profile: Profile, top: Path) -> None:
     if localtime.is_symlink() or localtime.exists():
         localtime.unlink()
     localtime.symlink_to(f"/usr/share/zoneinfo/{dom0.timezone}")
-    kb = dom0.keyboard
-    (etc / "default/keyboard").write_text(
-        "# Written by xenlive from the profile's dom0.keyboard; console-setup reads it at boot.\n"
-        f'XKBMODEL="{kb.model}"\nXKBLAYOUT="{kb.layout}"\nXKBVARIANT="{kb.variant}"\nXKBOPTIONS="{kb.options}"\n'
-        'BACKSPACE="guess"\n'
-    )
 
 
 def locale_dir_name(locale: str) -> str:
@@ -384,29 +378,20 @@ def write_network(profile: Profile, top: Path) -> None:
 
     With no interface named, every Ethernet NIC named en* or eth* is an uplink: on the usual one-NIC
     machine that is the first NIC, and xl's vif-bridge script adds guest vifs (vif*) to the bridge.
+    Which files exist depends on the profile, so they are rendered here from
+    templates/dom0-network/ (each named as the file it becomes) rather than copied with dom0's tree.
     """
     net = profile.dom0.network
-    directory = top / "etc/systemd/network"
-    uplink = net.interface or "en* eth*"
-    dhcp = "DHCP=ipv4\n" if net.dhcp else "LinkLocalAddressing=no\n"
-    header = "# Written by xenlive from the profile's dom0.network.\n"
     if not net.bridge and not net.dhcp:
         return
+    directory = top / "etc/systemd/network"
     directory.mkdir(parents=True, exist_ok=True)
+    names = ["20-xenlive-uplink.network"]
     if net.bridge:
-        (directory / "10-xenlive-bridge.netdev").write_text(
-            f"{header}[NetDev]\nName={net.bridge}\nKind=bridge\n\n[Bridge]\nSTP=no\nForwardDelaySec=0\n"
-        )
-        (directory / "20-xenlive-uplink.network").write_text(
-            f"{header}[Match]\nName={uplink}\nType=ether\n\n[Network]\nBridge={net.bridge}\n"
-        )
-        (directory / "30-xenlive-bridge.network").write_text(
-            f"{header}[Match]\nName={net.bridge}\n\n[Network]\n{dhcp}\n[Link]\nRequiredForOnline=no\n"
-        )
-    else:
-        (directory / "20-xenlive-uplink.network").write_text(
-            f"{header}[Match]\nName={uplink}\nType=ether\n\n[Network]\n{dhcp}\n[Link]\nRequiredForOnline=no\n"
-        )
+        names = ["10-xenlive-bridge.netdev", *names, "30-xenlive-bridge.network"]
+    context = {"bridge": net.bridge, "dhcp": net.dhcp, "uplink": net.interface or "en* eth*"}
+    for name in names:
+        (directory / name).write_text(render(f"dom0-network/{name}.j2", **context))
 
 
 # --- overlays and files ---------------------------------------------------------------------------

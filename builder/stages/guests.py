@@ -27,12 +27,14 @@ import os
 import shlex
 import shutil
 import tarfile
+from collections.abc import Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from builder import cache, cpio, mmdebstrap
+from builder.checks.rules import guest_need_mib
 from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
@@ -49,6 +51,8 @@ BUSYBOX = "bin/busybox"
 DOM0_ADDRESS = "@DOM0_ADDRESS@"  # replaced by xenlive-guests at boot with dom0's address on the bridge
 HVM_DOM0_PACKAGES = ("qemu-system-xen",)  # the device model an hvm guest needs in dom0
 CONSOLE_LOG = "/var/log/xen/console/guest-{name}.log"  # where xenconsoled --log=guest writes
+# /etc/xenlive/guests.tsv, one line per guest: what dom0's services read (lib.sh's read_guest).
+GUEST_COLUMNS = ("name", "type", "memory_mib", "vcpus", "autostart", "order", "write_buffer_mib", "need_mib")
 
 # A Debian guest stays small: the kernel, systemd with networkd, and the tools its network proof uses.
 DEBIAN_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "iproute2", "iputils-ping")
@@ -102,16 +106,23 @@ def build_guests(ctx: BuildContext) -> None:
         if guest.autostart:
             (auto_dir / f"{guest.name}.cfg").symlink_to(f"../guests/{guest.name}.cfg")
         if guest.ready:
-            (conf_dir / f"{guest.name}.ready").write_text(f"{guest.ready_timeout}\n{guest.ready}\n")
-    (ctx.top / "etc/xenlive/guests.list").write_text(guest_list(ctx.profile))
+            (conf_dir / f"{guest.name}.ready").write_text(render("guest.ready.j2", guest=guest))
+    ramdisks = {g.name: ctx.staging / "guests" / g.name / "initrd.img" for g in ctx.profile.guests}
+    sizes = {name: path.stat().st_size for name, path in ramdisks.items() if path.is_file()}
+    (ctx.top / "etc/xenlive/guests.tsv").write_text(guest_table(ctx.profile, sizes))
 
 
-def guest_list(profile: Profile) -> str:
-    """/etc/xenlive/guests.list for xenlive-guests: "NAME WRITE_BUFFER_MIB" in start order (0: no disk)."""
-    lines = ["# Written by xenlive: guests in start order, with the MiB of RAM that hold their disk writes.\n"]
-    for g in start_order(profile):
-        lines.append(f"{g.name} {g.write_buffer if g.has_disk else 0}\n")
-    return "".join(lines)
+def guest_table(profile: Profile, ramdisk_bytes: Mapping[str, int]) -> str:
+    """/etc/xenlive/guests.tsv: what dom0's services know of the guests, so none of them parses xl
+    configs. One line per guest in start order; need_mib is what the memory-budget check counts for
+    it (guest_need_mib), here with the RAM disk as it is on the medium. read_guest in
+    /usr/lib/xenlive/lib.sh reads GUEST_COLUMNS in this order."""
+    rows = [
+        (g.name, g.type, g.memory, g.vcpus, "yes" if g.autostart else "no", g.order,
+         g.write_buffer if g.has_disk else 0, guest_need_mib(g, ramdisk_bytes.get(g.name, 0)))
+        for g in start_order(profile)
+    ]  # fmt: skip
+    return render("guests.tsv.j2", columns=GUEST_COLUMNS, rows=rows)
 
 
 def mac_address(profile: Profile, guest: Guest) -> str:
@@ -286,27 +297,17 @@ def debian_key(guest: Guest) -> str:
 def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
     """mmdebstrap hooks: the initrd settings before the kernel is installed, then the guest's files,
     accounts and services, and the trimmed kernel modules. All run inside mmdebstrap, so the
-    build needs no mounts of its own."""
-    modules = "\\n".join(DEBIAN_INITRD_MODULES)
-    essential = (
-        'mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d"'
-        ' && echo MODULES=list > "$1/etc/initramfs-tools/conf.d/xenlive"'
-        f' && printf "{modules}\\n" > "$1/usr/share/initramfs-tools/modules.d/xenlive"'
-    )
-    keep = " ".join(f"! -name {d}" for d in DEBIAN_KEEP_DRIVERS)
-    trim = (
-        'for m in "$1"/lib/modules/*; do'
-        ' mv "$m/kernel/drivers/net/xen-netfront.ko" "$m/kernel/xen-netfront.ko"'
-        f' && find "$m/kernel/drivers" -mindepth 1 -maxdepth 1 {keep} -exec rm -rf {{}} +'
-        ' && mkdir -p "$m/kernel/drivers/net" && mv "$m/kernel/xen-netfront.ko" "$m/kernel/drivers/net/"'
-        ' && rm -rf "$m/kernel/sound" "$m/kernel/net/wireless" "$m/kernel/net/mac80211" "$m/kernel/net/bluetooth"'
-        ' && chroot "$1" depmod "${m##*/}" || exit 1; done'
-    )
+    build needs no mounts of its own. Each is a template in templates/mmdebstrap/ that renders one
+    argument; values from the profile are shell-quoted here, before they reach a template."""
+
+    def hook(template: str, **context: Any) -> str:
+        return render(f"mmdebstrap/{template}.j2", **context).removesuffix("\n")
+
     accounts = []
     for user in guest.debian.users:
         password = shlex.quote(user.password)
         if user.name == "root":
-            accounts.append(f'chroot "$1" usermod -p {password} root')
+            accounts.append(hook("account", root=True, password=password))
             continue
         args = ["-m", "-s", shlex.quote(user.shell), "-p", password]
         if user.uid is not None:
@@ -315,15 +316,14 @@ def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
             args += ["-c", shlex.quote(user.comment)]
         if user.groups:
             args += ["-G", shlex.quote(",".join(user.groups))]
-        accounts.append(f'chroot "$1" useradd {" ".join(args)} {user.name}')
-    hooks = [
-        f"--essential-hook={essential}",
-        f"--customize-hook=sync-in {os.fspath(overlay_dir)} /",
-        '--customize-hook=chroot "$1" systemctl enable systemd-networkd.service xenlive-guest-net.service',
-        f"--customize-hook={trim}",
+        accounts.append(hook("account", root=False, args=args, user=shlex.quote(user.name)))
+    return [
+        hook("initramfs", modules=DEBIAN_INITRD_MODULES),
+        hook("sync-in", overlay_dir=shlex.quote(os.fspath(overlay_dir))),
+        hook("services"),
+        hook("modules", keep=DEBIAN_KEEP_DRIVERS),
+        *accounts,
     ]
-    hooks += [f"--customize-hook={a}" for a in accounts]
-    return hooks
 
 
 def mmdebstrap_command(guest: Guest, overlay_dir: Path, target: Path) -> list[str]:

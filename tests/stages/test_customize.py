@@ -73,7 +73,10 @@ def test_customize_writes_services_and_default_overlay(ctx):
     customize(ctx)
     top = ctx.top
     assert (top / "etc/hostname").read_text() == "xenlive\n"
-    assert 'GUESTS="tiny"' in (top / "etc/xenlive/ready.conf").read_text()
+    conf = (top / "etc/xenlive/xenlive.conf").read_text()
+    assert 'PROFILE="default"\nBRIDGE="xenbr0"\nDHCP="yes"\n' in conf
+    assert sorted(p.name for p in (top / "etc/xenlive").iterdir()) == ["owners", "xenlive.conf"]
+    assert (top / "usr/lib/xenlive/lib.sh").is_file() and not (top / "usr/lib/xenlive/lib.sh").stat().st_mode & 0o111
     assert 'XENDOMAINS_SAVE=""' in (top / "etc/default/xendomains").read_text()
     ready = top / "usr/lib/xenlive/ready"
     assert ready.stat().st_mode & stat.S_IXUSR
@@ -236,3 +239,40 @@ def test_units_that_delay_a_live_boot_are_masked(ctx):
     for unit in ("systemd-networkd-wait-online.service", "e2scrub_reap.service"):
         link = ctx.top / "etc/systemd/system" / unit
         assert link.is_symlink() and os.readlink(link) == "/dev/null"
+
+
+# --- the settings files, byte for byte: the shipped profiles and each network shape ---------------
+
+SHIPPED = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+NETWORK_SHAPES = {
+    "bridge-static": "  network: {dhcp: false}\n",
+    "bridge-uplink-named": "  network: {interface: enp1s0, bridge: br-lab}\n",
+    "no-bridge-dhcp": "  network: {bridge: ''}\n",
+    "no-bridge-no-dhcp": "  network: {bridge: '', dhcp: false}\n",
+    "keyboard-variant": "  keyboard: {model: pc105, layout: de, variant: nodeadkeys, options: 'ctrl:nocaps'}\n",
+}
+
+
+SETTINGS_FILES = ("etc/default/keyboard", "etc/default/locale", "etc/locale.conf", "etc/timezone",
+                  "etc/systemd/network")  # fmt: skip
+
+
+def settings_files(tmp_path: Path, profile_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The profile's settings files as customize writes them, each under a "==> path <==" line: one
+    golden text per profile, so a file that appears or goes away shows in the diff too."""
+    monkeypatch.setattr(customize_module, "run", Recorder())
+    ctx = make_ctx(tmp_path, profile_path)
+    customize(ctx)
+    files = sorted(p for rel in SETTINGS_FILES for p in [ctx.top / rel, *(ctx.top / rel).rglob("*")] if p.is_file())
+    return "".join(f"==> {p.relative_to(ctx.top).as_posix()} <==\n{p.read_text()}" for p in files)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_settings_files_of_shipped_profiles_golden(tmp_path, monkeypatch, golden, name):
+    golden(f"{name}/dom0-settings.txt", settings_files(tmp_path, REPO / "profiles" / f"{name}.yaml", monkeypatch))
+
+
+@pytest.mark.parametrize("shape", sorted(NETWORK_SHAPES))
+def test_settings_files_per_network_shape_golden(tmp_path, monkeypatch, write_profile, golden, shape):
+    path = write_profile(f"name: shape\ndom0:\n{NETWORK_SHAPES[shape]}")
+    golden(f"dom0-settings/{shape}.txt", settings_files(tmp_path, path, monkeypatch))

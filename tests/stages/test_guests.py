@@ -23,16 +23,18 @@ import pytest
 from builder import cpio
 from builder.checks import ProfileFacts
 from builder.checks.profile_rules import require_fits
+from builder.checks.rules import memory_budget_mib
 from builder.context import BuildContext
 from builder.errors import CheckFailed, ProfileError, XenliveError
+from builder.introspect import BuiltFacts
 from builder.profile import load_profile
 from builder.qemu import judge_ready
 from builder.stages import guests as guests_module
-from builder.stages.guests import build_guests, busybox_initrd, guest_dom0_packages, guest_list, xl_config
+from builder.stages.guests import build_guests, busybox_initrd, guest_dom0_packages, guest_table, xl_config
+
+from ..dom0_services import FakeDom0
 
 REPO = Path(__file__).resolve().parents[2]
-GUESTS_SCRIPT = REPO / "builder/templates/dom0/usr/lib/xenlive/guests"
-READY_SCRIPT = REPO / "builder/templates/dom0/usr/lib/xenlive/ready"
 DISK = b"\x00" * 4096
 ISO = b"CD001" * 100
 KERNEL = b"vmlinuz of the image guest"
@@ -197,9 +199,21 @@ def test_build_guests_places_every_kind(kinds: BuildContext, fake_run: FakeDeboo
     assert not (kinds.top / "etc/xenlive/guests/img.ready").exists()
 
 
-def test_guest_list_is_in_start_order_with_write_buffers(kinds: BuildContext) -> None:
-    lines = guest_list(kinds.profile).splitlines()[1:]
-    assert lines == ["box-pvh 0", "deb 64", "img 32", "tiny 0", "win 64"]
+def test_guest_table_golden(kinds: BuildContext, fake_run: FakeDebootstrap, golden) -> None:
+    """guests.tsv: start order, the write buffers of the guests with a disk, the need with each RAM
+    disk as placed on the medium (the busybox initrds, the Debian guest's, the image guest's)."""
+    build_guests(kinds)
+    golden("guests/guests.tsv", (kinds.top / "etc/xenlive/guests.tsv").read_text())
+
+
+def test_guest_table_need_is_what_the_memory_budget_counts(kinds: BuildContext) -> None:
+    ramdisks = {"tiny": 3 << 20, "deb": (6 << 20) + 1, "img": 1}
+    rows = [line.split("\t") for line in guest_table(kinds.profile, ramdisks).splitlines() if line[0] != "#"]
+    _, parts = memory_budget_mib(kinds.profile, 4096, BuiltFacts(ramdisk_bytes=ramdisks))
+    table = {row[0]: int(row[-1]) for row in rows if row[4] == "yes"}
+    budget = {part.split()[0]: int(part.split()[1]) for part in parts[2:]}  # after Xen's and dom0's shares
+    assert table == budget
+    assert table["deb"] == 256 + 4 + 2 + 7 + 64  # memory, overhead, 1 %, the RAM disk rounded up, the writes
 
 
 def test_debian_guest_mmdebstrap_command(kinds: BuildContext, fake_run: FakeDebootstrap) -> None:
@@ -334,86 +348,111 @@ def test_xenoppix_carries_three_kinds_with_ready_markers() -> None:
 
 # --- boot-time failure reporting: the dom0 scripts with a fake xl -----------------------------------
 
-
-def _fake_bin(bin_dir: Path) -> None:
-    bin_dir.mkdir()
-    scripts = {
-        # `xl create` fails for the guest named "broken"; the log records what ran.
-        "xl": '#!/bin/sh\necho "xl $*" >> "$FAKE_LOG"\ncase "$1" in\n'
-        '  create) grep -q \'name = "broken"\' "$2" && { echo "Parsing config from $2"; '
-        'echo "libxl: error: kernel not found" >&2; exit 3; }; exit 0 ;;\n'
-        '  domid) grep -qx "$2" "$FAKE_RUNNING" ;;\n'
-        '  list) grep -qx "$2" "$FAKE_RUNNING"'
-        ' && printf "Name ID Mem VCPUs State Time\\n%s 1 96 1 -b---- 1.0\\n" "$2" ;;\n'
-        '  info) printf "xen_version : 4.17.7\\n" ;;\nesac\n',
-        "ip": '#!/bin/sh\n[ "$1 $2" = "-4 -o" ]'
-        ' && echo "5: xenbr0 inet 10.0.2.15/24 brd 10.0.2.255 scope global xenbr0"\nexit 0\n',
-        "losetup": '#!/bin/sh\necho "losetup $*" >> "$FAKE_LOG"\necho /dev/loop$$\n',
-        "mountpoint": "#!/bin/sh\nexit 1\n",
-        "mount": '#!/bin/sh\necho "mount $*" >> "$FAKE_LOG"\n',
-        "truncate": "#!/bin/sh\nexit 0\n",
-        "blockdev": "#!/bin/sh\necho 8192\n",
-        "dmsetup": '#!/bin/sh\necho "dmsetup $*" >> "$FAKE_LOG"\n',
-    }
-    for name, text in scripts.items():
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
+FAKE_COMMANDS = {
+    # `xl create` fails for the guest named "broken"; the log records what ran.
+    "xl": 'echo "xl $*" >> "$FAKE_LOG"\ncase "$1" in\n'
+    '  create) grep -q \'name = "broken"\' "$2" && { echo "Parsing config from $2"; '
+    'echo "libxl: error: kernel not found" >&2; exit 3; }; exit 0 ;;\n'
+    '  domid) grep -qx "$2" "$FAKE_RUNNING" ;;\n'
+    '  list) grep -qx "$2" "$FAKE_RUNNING"'
+    ' && printf "Name ID Mem VCPUs State Time\\n%s 1 96 1 -b---- 1.0\\n" "$2" ;;\n'
+    '  info) printf "xen_version : 4.17.7\\n" ;;\nesac\n',
+    "ip": '[ "$1 $2" = "-4 -o" ] && echo "5: xenbr0 inet 10.0.2.15/24 brd 10.0.2.255 scope global xenbr0"\nexit 0\n',
+    "losetup": 'echo "losetup $*" >> "$FAKE_LOG"\necho /dev/loop$$\n',
+    "mountpoint": "exit 1\n",
+    "mount": 'echo "mount $*" >> "$FAKE_LOG"\n',
+    "truncate": "exit 0\n",
+    "blockdev": "echo 8192\n",
+    "dmsetup": 'echo "dmsetup $*" >> "$FAKE_LOG"\n',
+}
+START_PROFILE = """\
+name: p
+guests:
+  - {name: tiny, order: 30, ready: "^XENLIVE-GUEST-READY tiny", ready_timeout: 1}
+  - {name: broken, order: 10}
+  - {name: deb, kind: debian, order: 20, ready: "XENLIVE-GUEST-NET deb .*ping=ok", ready_timeout: 5}
+  - {name: skipped, order: 40}
+  - {name: spare, autostart: false}
+"""
 
 
 def test_a_guest_that_fails_to_start_is_reported_and_the_others_start(tmp_path: Path) -> None:
-    _fake_bin(tmp_path / "bin")
-    auto, out, run_dir, medium, ready_dir, consoles = (
-        tmp_path / d for d in ("auto", "out", "run", "medium", "rd", "con")
-    )
-    for d in (auto, medium / "guests/deb", ready_dir, consoles):
-        d.mkdir(parents=True)
-    (medium / "guests/deb/disk.img").write_bytes(DISK)
-    for name in ("tiny", "broken", "deb"):
-        extra = "xenlive.dom0=@DOM0_ADDRESS@" if name == "deb" else "console=hvc0"
-        (auto / f"{name}.cfg").write_text(f'name = "{name}"\nextra = "{extra}"\n')
-    (tmp_path / "guests.list").write_text("# order\nbroken 0\ndeb 64\ntiny 0\nskipped 0\n")
-    (tmp_path / "guests.conf").write_text('BRIDGE="xenbr0"\nADDRESS_WAIT=1\n')
-    (tmp_path / "cmdline").write_text("boot=live\n")
+    dom0 = FakeDom0(tmp_path)
+    for name, script in FAKE_COMMANDS.items():
+        dom0.command(name, script)
+    (tmp_path / "p.yaml").write_text(START_PROFILE)
+    profile = load_profile(tmp_path / "p.yaml")
+    dom0.guests(profile)
+    dom0.write("etc/xen/auto/deb.cfg", 'name = "deb"\nextra = "xenlive.dom0=@DOM0_ADDRESS@"\n')
+    for guest in profile.guests:
+        if guest.ready:
+            dom0.write(f"etc/xenlive/guests/{guest.name}.ready", guests_module.render("guest.ready.j2", guest=guest))
+    # The hardware check took "skipped" out before xenlive-guests ran.
+    dom0.path("etc/xen/auto/skipped.cfg").unlink()
+    dom0.write("run/xenlive/hwcheck/skipped", "skipped\nhardware check [memory-budget] needs 133 MiB\n")
+    dom0.write("run/live/medium/guests/deb/disk.img", "disk")
+    dom0.conf(BRIDGE="xenbr0", DHCP="yes", ADDRESS_WAIT="1", PROFILE="p")
     (tmp_path / "running").write_text("tiny\ndeb\n")
-    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", FAKE_LOG=str(tmp_path / "log"),
-               FAKE_RUNNING=str(tmp_path / "running"), XENLIVE_GUESTS_CONF=str(tmp_path / "guests.conf"),
-               XENLIVE_GUESTS_LIST=str(tmp_path / "guests.list"), XENLIVE_AUTO_DIR=str(auto),
-               XENLIVE_GUESTS_DIR=str(out), XENLIVE_RUN_DIR=str(run_dir), XENLIVE_MEDIUM=str(medium),
-               XENLIVE_CONSOLE=str(tmp_path / "console"), XENLIVE_CMDLINE=str(tmp_path / "cmdline"))  # fmt: skip
-    proc = subprocess.run(["/bin/sh", str(GUESTS_SCRIPT)], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
+    dom0.env.update(FAKE_LOG=str(tmp_path / "log"), FAKE_RUNNING=str(tmp_path / "running"))
+    proc = dom0.run("guests")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     lines = proc.stdout.splitlines()
     # broken needs no address and fails at once; deb waits for dom0's bridge address first
-    assert lines[0] == "XENLIVE-GUESTS FAIL guest broken: xl create: libxl: error: kernel not found"
-    assert lines[1] == "XENLIVE-GUESTS bridge xenbr0: dom0 has 10.0.2.15/24 from the network's DHCP"
-    assert lines[-1] == "XENLIVE-GUESTS done: 2 guests started, 1 failed"
-    assert (out / "broken").read_text() == "failed\nxl create: libxl: error: kernel not found\n"
+    assert lines == [
+        "XENLIVE-GUESTS FAIL guest broken: xl create: libxl: error: kernel not found",
+        "XENLIVE-GUESTS bridge xenbr0: dom0 has 10.0.2.15/24 from the network's DHCP",
+        "XENLIVE-GUESTS started guest deb",
+        "XENLIVE-GUESTS started guest tiny",
+        "XENLIVE-GUESTS done: 2 guests started, 1 failed",
+    ]
+    assert dom0.read("run/xenlive/guests/broken") == "failed\nxl create: libxl: error: kernel not found\n"
     log = (tmp_path / "log").read_text()
     assert log.index("xl create") < log.index("dmsetup create xenlive-deb")  # in order: broken, deb, tiny
     assert "snapshot /dev/loop" in log and " N 16" in log and "size=64m" in log
-    assert 'extra = "xenlive.dom0=10.0.2.15"' in (run_dir / "cfg/deb.cfg").read_text()
+    assert f"losetup -r -f --show {dom0.root}/run/live/medium/guests/deb/disk.img" in log
+    assert 'extra = "xenlive.dom0=10.0.2.15"' in dom0.read("run/xenlive/cfg/deb.cfg")
+    assert "skipped" not in log and "spare" not in log
 
-    # XENLIVE-READY then reports the failure, the running guests, and the ready markers.
-    (ready_dir / "deb.ready").write_text("5\nXENLIVE-GUEST-NET deb .*ping=ok\n")
-    (ready_dir / "tiny.ready").write_text("1\n^XENLIVE-GUEST-READY tiny\n")
-    (consoles / "guest-tiny.log").write_text("Linux\nXENLIVE-GUEST-READY tiny\n")
-    (consoles / "guest-deb.log").write_text(
-        "XENLIVE-GUEST-NET deb iface=enX0 addr=10.0.2.16/24 dom0=10.0.2.15 ping=no\n"
-    )
-    (tmp_path / "ready.conf").write_text('PROFILE="p"\nGUESTS="tiny broken deb"\n')
-    env.update(XENLIVE_READY_CONF=str(tmp_path / "ready.conf"), XENLIVE_READY_DIR=str(ready_dir),
-               XENLIVE_CONSOLE_DIR=str(consoles), XENLIVE_READY_WAIT="1")  # fmt: skip
-    proc = subprocess.run(["/bin/sh", str(READY_SCRIPT)], capture_output=True, text=True, env=env)
-    line = proc.stdout.splitlines()[0]
+    # XENLIVE-READY then reports the failure, the running guests, the skipped one and the ready markers.
+    dom0.write("var/log/xen/console/guest-tiny.log", "Linux\nXENLIVE-GUEST-READY tiny\n")
+    dom0.write("var/log/xen/console/guest-deb.log",
+               "XENLIVE-GUEST-NET deb iface=enX0 addr=10.0.2.16/24 dom0=10.0.2.15 ping=no\n")  # fmt: skip
+    proc = dom0.run("ready", XENLIVE_READY_WAIT="1")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    (line,) = proc.stdout.splitlines()
     assert line.startswith("XENLIVE-READY ")
     ready = json.loads(line.removeprefix("XENLIVE-READY "))
+    assert ready["profile"] == "p" and ready["xen"] == "4.17.7"
+    assert list(ready["guests"]) == ["broken", "deb", "tiny", "skipped"]  # start order; "spare" is not started
     assert ready["guests"] == {
         "tiny": {"state": "running", "ready": True},
         "broken": {"state": "failed", "reason": "xl create: libxl: error: kernel not found"},
         "deb": {"state": "running", "ready": False, "reason": "ready marker not seen on the console within 5s"},
+        "skipped": {"state": "skipped", "reason": "hardware check [memory-budget] needs 133 MiB"},
     }
+    console = dom0.read("dev/console").splitlines()
+    assert "XENLIVE-GUEST-MARKER tiny: XENLIVE-GUEST-READY tiny" in console
+    assert console[-2:] == ["", line]  # the marker line starts a line of its own
     verdict = judge_ready(ready)
     assert verdict is not None and "broken: failed" in verdict and "deb: ready marker not seen" in verdict
+
+
+def test_safe_mode_starts_no_guest_and_ready_says_so(tmp_path: Path) -> None:
+    dom0 = FakeDom0(tmp_path)
+    for name, script in FAKE_COMMANDS.items():
+        dom0.command(name, script)
+    (tmp_path / "p.yaml").write_text(START_PROFILE)
+    dom0.guests(load_profile(tmp_path / "p.yaml"))
+    dom0.write("proc/cmdline", "boot=live xenlive.safe nomodeset\n")
+    dom0.conf(BRIDGE="xenbr0", DHCP="yes", ADDRESS_WAIT="1", PROFILE="p")
+    dom0.env.update(FAKE_LOG=str(tmp_path / "log"), FAKE_RUNNING=str(tmp_path / "running"))
+    proc = dom0.run("guests")
+    assert proc.stdout == "XENLIVE-GUESTS safe mode: no guest is started\n"
+    assert not (tmp_path / "log").exists()  # not one xl command
+    ready = json.loads(dom0.run("ready").stdout.removeprefix("XENLIVE-READY "))
+    assert set(ready["guests"]) == {"tiny", "broken", "deb", "skipped"}
+    safe = {"state": "skipped", "reason": "safe mode: guests are not started"}
+    assert all(g == safe for g in ready["guests"].values())
 
 
 def test_judge_ready_requires_declared_markers() -> None:
@@ -421,3 +460,61 @@ def test_judge_ready_requires_declared_markers() -> None:
     assert judge_ready(ok) is None
     late = {"xen": "4.17.7", "guests": {"a": {"state": "running", "ready": False, "reason": "not seen"}}}
     assert judge_ready(late) == "guests not ready: a: ready marker not seen (not seen)"
+
+
+# --- the files and hooks of the guests stage, byte for byte ----------------------------------------
+
+SHIPPED = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+HOOK_USERS_PROFILE = """\
+name: hooks
+guests:
+  - name: deb
+    kind: debian
+    debian:
+      users:
+        - {name: root, password: "!"}
+        - {name: alice, groups: [sudo, users]}
+        - {name: bob, uid: 1500, comment: "Bob O'Neil", shell: /bin/sh, password: "*"}
+"""
+
+
+def guest_stage_files(ctx: BuildContext) -> str:
+    """The guests' ready files in dom0 and the mmdebstrap hooks of each Debian guest, each under a
+    "==> what <==" line. (The xl configs and the guest table have golden files of their own.)"""
+    build_guests(ctx)
+    conf = ctx.top / "etc/xenlive/guests"
+    files = sorted(p for p in conf.rglob("*") if p.is_file())
+    text = "".join(f"==> {p.relative_to(ctx.top).as_posix()} <==\n{p.read_text()}" for p in files)
+    for guest in ctx.profile.guests:
+        if guest.kind == "debian":
+            hooks = guests_module.debian_hooks(guest, Path("/OVERLAY"))
+            text += f"==> mmdebstrap hooks of {guest.name} <==\n" + "".join(f"{h}\n" for h in hooks)
+    return text
+
+
+def shipped_ctx(tmp_path: Path, spec: Path) -> BuildContext:
+    tree = tmp_path / "tree"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot/vmlinuz-6.1.0-1-amd64").write_bytes(b"kernel")
+    (tree / "bin").mkdir()
+    (tree / "bin/busybox").write_bytes(b"\x7fELF busybox")
+    c = BuildContext(profile=load_profile(spec), output=tmp_path / "o.iso", workdir=tmp_path / "w",
+                     cache_dir=tmp_path / "cache")  # fmt: skip
+    c.rootfs = tree
+    return c
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_guest_stage_files_of_shipped_profiles_golden(tmp_path: Path, fake_run: FakeDebootstrap, golden,
+                                                      name: str) -> None:  # fmt: skip
+    golden(f"{name}/guest-stage.txt", guest_stage_files(shipped_ctx(tmp_path, REPO / f"profiles/{name}.yaml")))
+
+
+def test_guest_stage_files_golden(kinds: BuildContext, fake_run: FakeDebootstrap, golden) -> None:
+    golden("guests/guest-stage.txt", guest_stage_files(kinds))
+
+
+def test_mmdebstrap_hooks_for_every_kind_of_account_golden(tmp_path: Path, golden) -> None:
+    (tmp_path / "hooks.yaml").write_text(HOOK_USERS_PROFILE)
+    (deb,) = load_profile(tmp_path / "hooks.yaml").guests
+    golden("guests/deb-account-hooks.txt", "".join(f"{h}\n" for h in guests_module.debian_hooks(deb, Path("/O"))))

@@ -1,0 +1,272 @@
+"""dom0's shared shell library (usr/lib/xenlive/lib.sh) and the services without a test file of their
+own (report, setup), run under /bin/sh against a fake dom0 tree (tests/dom0_services.py).
+
+hwcheck is tested in tests/checks/test_boot_hwcheck.py, guests and ready in tests/stages/test_guests.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from builder.context import BuildContext
+from builder.profile import load_profile, template_context
+from builder.stages.customize import apply_overlay
+from builder.stages.guests import build_guests
+
+from .dom0_services import SERVICES, FakeDom0
+
+SERVICE_NAMES = ("guests", "hwcheck", "ready", "report", "setup")
+TRICKY = [
+    "",
+    "plain words",
+    'say "hi"',
+    "back\\slash and \\n not a newline",
+    "two\nlines\n",
+    "tab\there, cr\rthere",
+    "".join(chr(c) for c in range(1, 32)),
+    "del \x7f stays",
+    "日本語 曜日",
+    "100% %s %d",
+    "\\",
+    '"',
+]
+
+
+@pytest.fixture
+def dom0(tmp_path: Path) -> FakeDom0:
+    return FakeDom0(tmp_path)
+
+
+# --- json_string ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_json_string_round_trips(dom0: FakeDom0, text: str) -> None:
+    dom0.env["VALUE"] = text
+    proc = dom0.shell('json_string "$VALUE"')
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert "\n" not in proc.stdout  # one line on the console, whatever the text
+    assert json.loads(proc.stdout) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('a "quoted" word', r'"a \"quoted\" word"'),
+        ("C:\\path\\", r'"C:\\path\\"'),
+        ("line\nnext\tcol\r", r'"line\nnext\tcol\r"'),
+        ("bell\x07 esc\x1b", r'"bell\u0007 esc\u001b"'),
+        ("ja_JP 月曜日", '"ja_JP 月曜日"'),
+    ],
+)
+def test_json_string_escapes(dom0: FakeDom0, text: str, expected: str) -> None:
+    dom0.env["VALUE"] = text
+    assert dom0.shell('json_string "$VALUE"').stdout == expected
+
+
+# --- say, say_line --------------------------------------------------------------------------------
+
+
+def test_say_writes_the_journal_and_the_console_verbatim(dom0: FakeDom0) -> None:
+    proc = dom0.shell(r"say 'a\nb' '%s'; say second")
+    assert proc.stdout == "TEST a\\nb %s\nTEST second\n"
+    assert dom0.read("dev/console") == proc.stdout  # appended, never truncated
+
+
+def test_say_line_starts_a_console_line_of_its_own(dom0: FakeDom0) -> None:
+    dom0.write("dev/console", "kernel: half a line")
+    proc = dom0.shell('say_line "{\\"k\\": 1}"')
+    assert proc.stdout == 'TEST {"k": 1}\n'
+    assert dom0.read("dev/console") == 'kernel: half a line\nTEST {"k": 1}\n'
+
+
+def test_say_without_a_console_still_prints(dom0: FakeDom0) -> None:
+    dom0.path("dev/console").unlink()
+    dom0.path("dev").rmdir()
+    proc = dom0.shell("say hello")
+    assert proc.returncode == 0 and proc.stdout == "TEST hello\n" and proc.stderr == ""
+
+
+# --- safe mode, the bridge, the guest table -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "safe"),
+    [
+        ("boot=live console=hvc0 xenlive.safe nomodeset", True),
+        ("xenlive.safe", True),
+        ("boot=live", False),
+        ("boot=live xenlive.safer", False),
+        ("boot=live xenlivexsafe", False),
+        (None, False),
+    ],
+)
+def test_safe_mode(dom0: FakeDom0, cmdline: str | None, safe: bool) -> None:
+    if cmdline is None:
+        dom0.path("proc/cmdline").unlink()
+    else:
+        dom0.write("proc/cmdline", cmdline + "\n")
+    proc = dom0.shell("safe_mode && echo safe || echo normal")
+    assert proc.stdout == ("safe\n" if safe else "normal\n") and proc.stderr == ""
+
+
+def _bridge(dom0: FakeDom0, tmp_path: Path, answer_after: int) -> None:
+    """A fake `ip` that has an address on the bridge from its call number answer_after on; `sleep` counts."""
+    calls = tmp_path / "ip-calls"
+    dom0.command(
+        "ip",
+        f'echo x >> "{calls}"\n[ "$(wc -l < "{calls}")" -ge {answer_after} ] && [ "$6" = xenbr0 ]'
+        ' && echo "5: xenbr0 inet 10.0.2.15/24 brd 10.0.2.255 scope global xenbr0"\nexit 0\n',
+    )
+    dom0.command("sleep", f'echo "$1" >> "{tmp_path / "sleeps"}"\n')
+
+
+@pytest.mark.parametrize(
+    ("dhcp", "answer_after", "address", "sleeps"),
+    [
+        ("yes", 1, "10.0.2.15/24", 0),  # already there
+        ("yes", 3, "10.0.2.15/24", 2),  # DHCP answers while it waits
+        ("yes", 99, "", 4),  # nobody answers: it gives up after ADDRESS_WAIT seconds
+        ("no", 99, "", 0),  # without DHCP nobody would answer: no wait at all
+    ],
+)
+def test_wait_bridge_address(dom0: FakeDom0, tmp_path: Path, dhcp: str, answer_after: int, address: str,
+                             sleeps: int) -> None:  # fmt: skip
+    _bridge(dom0, tmp_path, answer_after)
+    dom0.conf(BRIDGE="xenbr0", DHCP=dhcp)
+    proc = dom0.shell("wait_bridge_address 4")
+    assert proc.stdout == f"{address}\n"
+    slept = (tmp_path / "sleeps").read_text().split() if (tmp_path / "sleeps").exists() else []
+    assert slept == ["1"] * sleeps
+
+
+def test_read_guest_reads_the_table_the_builder_writes(dom0: FakeDom0, tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nguests:\n"
+        "  - {name: web.1, memory: 256M, vcpus: 2, type: pvh, order: 7}\n"
+        "  - {name: deb, kind: debian, write_buffer: 96M, autostart: false}\n"
+        "  - {name: a_b-c, order: 7}\n"
+    )
+    dom0.guests(load_profile(tmp_path / "p.yaml"), {"web.1": 3 << 20})
+    proc = dom0.shell(
+        'while read_guest; do echo "$name|$type|$memory|$vcpus|$autostart|$order|$write_buffer|$need"; done'
+        ' < "$GUESTS_TSV"; autostart_guests'
+    )
+    assert proc.stderr == ""
+    assert proc.stdout.splitlines() == [
+        "a_b-c|pv|128|1|yes|7|0|133",
+        "web.1|pvh|256|2|yes|7|0|265",
+        "deb|pv|128|1|no|50|96|229",
+        "a_b-c",
+        "web.1",
+    ]
+
+
+# --- every service: one library, every path under XENLIVE_ROOT ------------------------------------
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+def test_every_service_sources_the_library_and_states_no_path_of_its_own(service: str) -> None:
+    """What lib.sh defines is not defined again, and no service names a dom0 path itself (only
+    /dev/null), so XENLIVE_ROOT moves everything a service touches."""
+    lines = (SERVICES / service).read_text().splitlines()
+    code = [line for line in lines if not line.lstrip().startswith("#")]
+    assert '. "$(dirname -- "$0")/lib.sh"' in code
+    for name in ("say", "say_line", "json_string", "safe_mode", "bridge_address", "wait_bridge_address"):
+        assert not any(re.fullmatch(rf"\s*{name}\s*\(\)\s*\{{?.*", line) for line in code), name
+    for line in code:
+        assert "xenlive.safe" not in line
+        assert not re.search(r"(?<![\w$}])/(etc|run|proc|sys|dev|var|usr|tmp)/", line.replace("/dev/null", "")), line
+
+
+def test_the_services_read_the_files_the_builder_writes(tmp_path: Path) -> None:
+    """dom0's tree as customize and the guests stage write it for the default profile: the names and
+    formats lib.sh expects are the ones the builder uses."""
+    tree = tmp_path / "tree"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot/vmlinuz-6.1.0-1-amd64").write_bytes(b"kernel")
+    (tree / "bin").mkdir()
+    (tree / "bin/busybox").write_bytes(b"\x7fELF busybox")
+    ctx = BuildContext(profile=load_profile(None), output=tmp_path / "o.iso", workdir=tmp_path / "w",
+                       cache_dir=tmp_path / "cache")  # fmt: skip
+    ctx.rootfs = tree
+    apply_overlay(SERVICES.parents[2], ctx.top, template_context(ctx.profile))
+    build_guests(ctx)
+    dom0 = FakeDom0(tmp_path, root=ctx.top)
+    dom0.command(
+        "xl",
+        'case "$1" in\n'
+        '  info) printf "nr_cpus : 2\\ntotal_memory : 2047\\nfree_memory : 900\\nvirt_caps : pv\\n'
+        'xen_version : 4.17.5\\n" ;;\n'
+        "  domid) exit 0 ;;\n"
+        '  list) printf "Name ID Mem VCPUs State Time\\n%s 1 128 1 -b---- 1.0\\n" "$2" ;;\n'
+        "esac\n",
+    )
+    hwcheck = dom0.run("hwcheck")
+    assert hwcheck.stderr == ""
+    assert "XENLIVE-HWCHECK ok   guest tiny (pv, 128 MiB, 1 vCPU)" in hwcheck.stdout.splitlines()
+    ready = dom0.run("ready", XENLIVE_READY_WAIT="1")
+    assert ready.stderr == ""
+    assert json.loads(ready.stdout.removeprefix("XENLIVE-READY ")) == {
+        "profile": "default",
+        "xen": "4.17.5",
+        "guests": {"tiny": {"state": "running"}},
+    }
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def test_report_prints_the_settings_as_one_json_line(dom0: FakeDom0, tmp_path: Path) -> None:
+    _bridge(dom0, tmp_path, 1)
+    for command, output in {
+        "hostname": "xenoppix",
+        "locale": "UTF-8",
+        "date": "月曜日",
+        "systemctl": "active",
+        "dumpkeys": 'keycode  89 = backslash  bar\nkeycode  90 = "quoted"',
+    }.items():
+        dom0.command(command, f"cat <<'EOF'\n{output}\nEOF\n")
+    dom0.conf(BRIDGE="xenbr0", DHCP="yes", ADDRESS_WAIT="1")
+    dom0.write("etc/default/locale", "LANG=ja_JP.UTF-8\n")
+    dom0.write("etc/default/keyboard", 'XKBMODEL="jp106"\nXKBLAYOUT="jp"\n')
+    dom0.write("sys/class/net/xenbr0/brif/enp0s2", "")
+    dom0.write("sys/class/net/xenbr0/brif/vif1.0", "")
+    proc = dom0.run("report")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith("XENLIVE-SETTINGS {")
+    assert json.loads(line.removeprefix("XENLIVE-SETTINGS ")) == {
+        "hostname": "xenoppix",
+        "lang": "ja_JP.UTF-8",
+        "charmap": "UTF-8",
+        "weekday": "月曜日",
+        "timezone": "月曜日",  # the fake `date` answers every format alike
+        "keyboard": "jp106/jp",
+        "keyboard_setup": "active",
+        "keycode_89": "keycode 89 = backslash bar",
+        "bridge": "xenbr0",
+        "address": "10.0.2.15/24",
+        "ports": "enp0s2 vif1.0",
+    }
+    assert dom0.read("dev/console") == f"\n{line}\n"
+
+
+# --- setup ----------------------------------------------------------------------------------------
+
+
+def test_setup_applies_the_owners_under_the_root(dom0: FakeDom0, tmp_path: Path) -> None:
+    log = tmp_path / "chown.log"
+    dom0.command("chown", f'echo "$*" >> "{log}"\ncase "$*" in *missing*) exit 1 ;; esac\n')
+    dom0.write("etc/xenlive/owners", "R 1000:1000 /home/ken\nF 0:42 /etc/shadow\n")
+    proc = dom0.run("setup")
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text() == f"-R -h -- 1000:1000 {dom0.root}/home/ken\n-h -- 0:42 {dom0.root}/etc/shadow\n"
+    dom0.write("etc/xenlive/owners", "F 1000:1000 /missing\nF 0:0 /etc/motd\n")
+    proc = dom0.run("setup")
+    assert proc.returncode == 1  # one failed, the rest still applied
+    assert log.read_text().splitlines()[-1] == f"-h -- 0:0 {dom0.root}/etc/motd"
