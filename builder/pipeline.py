@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from builder import cache
@@ -15,7 +15,7 @@ from builder.budget import check_budget
 from builder.checks.gate import gate
 from builder.context import BuildContext, source_date_epoch
 from builder.errors import UsageError
-from builder.fsutil import remove_tree, sha256_file, tree_size
+from builder.fsutil import sha256_file, tree_size
 from builder.log import step
 from builder.profile import Firmware, Profile, to_data
 from builder.run import require_tools
@@ -43,12 +43,11 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
     check_output_path(output)
     profile = with_guest_dom0_packages(profile)
     epoch = source_date_epoch()
-    (cache_dir / "work").mkdir(parents=True, exist_ok=True)
-    cache.clean_stale_workdirs(cache_dir)
-    workdir = Path(tempfile.mkdtemp(prefix=f"build-{os.getpid()}-", dir=cache_dir / "work"))
+    holds = contextlib.ExitStack()  # the locked work directory, then the cache entries the stages use
+    workdir = holds.enter_context(cache.workspace(cache_dir))
     ctx = BuildContext(profile=profile, output=output.resolve(), workdir=workdir, cache_dir=cache_dir,
-                       epoch=epoch)  # fmt: skip
-    try:
+                       epoch=epoch, holds=holds)  # fmt: skip
+    with holds:
         with step("hardware checks (static)", ctx.timings):
             gate(ctx, ignore_checks, built=False)
         with step("dom0 base system", ctx.timings):
@@ -72,8 +71,6 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
         with step("master ISO", ctx.timings):
             master_iso(ctx, lambda iso: check_budget(ctx, iso.stat().st_size, "the ISO", ignore_checks))
         write_beside_iso(ctx)
-    finally:
-        remove_tree(workdir)
     return ctx
 
 
