@@ -133,20 +133,20 @@ class BlockDevice:
             f"transport   {self.transport or '(unknown)'}, {kind}",
             f"partitions  {parts}",
         ]
-        for _upper, lower in self.stack():
+        for lower in self.stack():
             lines.append(f"writes to   {lower.path}: {lower.model or '(unknown model)'}, {human_size(lower.size)}")
         return lines
 
-    def stack(self) -> Iterator[tuple[BlockDevice, BlockDevice]]:
-        """(upper, lower) for every device below this one, top down: what writing it writes to."""
+    def stack(self) -> Iterator[BlockDevice]:
+        """Every device below this one, top down: what writing it writes to."""
         for lower in self.below:
-            yield self, lower
+            yield lower
             yield from lower.stack()
 
     def backing_files(self) -> list[str]:
         """The regular files that writing this device rewrites (loop devices, at any depth)."""
         found = [self.backing.path] if self.backing else []
-        return found + [f for _upper, lower in self.stack() if lower.backing for f in [lower.backing.path]]
+        return found + [lower.backing.path for lower in self.stack() if lower.backing is not None]
 
 
 def _describe_partition(p: Partition) -> str:
@@ -518,11 +518,11 @@ def refusals(device: BlockDevice, image_size: int) -> Refusals:
     return Refusals(absolute, forced)
 
 
-def _in_use(device: BlockDevice, *, holder_above: str = "") -> list[tuple[Path, str]]:
+def _in_use(device: BlockDevice, *, stacked: frozenset[str] = frozenset()) -> list[tuple[Path, str]]:
     """(where, why) for each way the device or one of its partitions is in use right now.
 
-    `holder_above` is the device stacked on this one on the way down from the target: it is the
-    holder that writing the target goes through, not another user.
+    `stacked` names the devices between the target and this one: holders that writing the target
+    goes through, not other users.
     """
     found: list[tuple[Path, str]] = []
     parts = [(device.path, device.mountpoints, device.holders, device.swap)]
@@ -531,7 +531,7 @@ def _in_use(device: BlockDevice, *, holder_above: str = "") -> list[tuple[Path, 
         if mountpoints:
             found.append((where, f"is mounted on {', '.join(mountpoints)}; unmount it first"))
     for where, _mountpoints, holders, _swap in parts:
-        others = [h for h in holders if h != holder_above]
+        others = [h for h in holders if h not in stacked]
         if others:
             found.append((where, f"is in use by {', '.join(others)} (LVM, RAID or dm-crypt); stop that first"))
     for where, _mountpoints, _holders, swap in parts:
@@ -543,14 +543,14 @@ def _in_use(device: BlockDevice, *, holder_above: str = "") -> list[tuple[Path, 
 def _refusals_below(device: BlockDevice) -> list[str]:
     """The data-in-use rules for what `device` writes through to, and for loops sharing it."""
     found: list[str] = []
-    layers = [(device, device), *device.stack()]
-    chain = {layer.name for _upper, layer in layers}  # the way writes go down, not other users
-    for upper, layer in layers:
+    layers = [device, *device.stack()]
+    chain = frozenset(layer.name for layer in layers)  # the way writes go down, not other users
+    for layer in layers:
         below = "" if layer is device else f" (below {device.path})"
         if layer is not device:
             if layer.system:
                 found.append(f"{layer.path}{below} holds the running system (/); xenlive never writes to it")
-            found += [f"{where}{below} {why}" for where, why in _in_use(layer, holder_above=upper.name)]
+            found += [f"{where}{below} {why}" for where, why in _in_use(layer, stacked=chain)]
             if layer.readonly:
                 found.append(f"{layer.path}{below} is read-only")
         if layer.backing is not None:

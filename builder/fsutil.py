@@ -118,9 +118,18 @@ def _remove_contents(root: Path, mounted: set[Path]) -> list[Path]:
     recursion, so a hostile tree thousands of levels deep cannot exhaust Python's stack.
     """
     kept: list[Path] = []
-    fd = os.open(root, _DIR_FLAGS)
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError as e:
+        log.debug("cannot open %s: %s", root, e.strerror)
+        return [root]
     device = os.fstat(fd).st_dev
-    stack = [_Dir(fd, root, os.listdir(fd))]
+    try:
+        stack = [_Dir(fd, root, os.listdir(fd))]
+    except OSError as e:
+        os.close(fd)
+        log.debug("cannot list %s: %s", root, e.strerror)
+        return [root]
     try:
         while stack:
             top = stack[-1]

@@ -30,7 +30,7 @@ import re
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
@@ -303,6 +303,11 @@ def burn(
     if target.symlink_to is not None:
         log.info("%s is a symlink to %s", given, target.symlink_to)
     preflight(iso, image_size, target, force=force)
+    if target.kind is TargetKind.OPTICAL and target.device is not None:
+        # xorriso's look at the disc made the kernel read it (a new size, perhaps a new diskseq):
+        # what the person confirms, and what is checked again before writing, is the drive now.
+        now = find_block_device(target.device.devnum, host)
+        target = replace(target, device=now or target.device)
     verify_image(iso)
     text = describe(target, iso, image_size)
     if not confirm(text):

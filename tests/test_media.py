@@ -411,6 +411,26 @@ def test_a_device_that_changes_during_the_prompt_is_not_written(isos, tmp_path, 
 
 
 @needs_root
+def test_another_device_in_place_after_writing_is_not_verified(isos, tmp_path):
+    with loop_device(tmp_path / "stick.img", 32 * MiB) as dev:
+        rdev = os.stat(dev).st_rdev
+        fake = FakeDisk(dev.name, (os.major(rdev), os.minor(rdev)), 32 * MiB, where=VIRTUAL_PATH, removable=True,
+                        diskseq=7)  # fmt: skip
+        host = fake_host(tmp_path / "fake", [fake])
+
+        def swap_after_writing(phase: str, done: int, total: int) -> None:
+            if phase == "write" and done == total:
+                (host.sysfs / "block" / dev.name / "diskseq").write_text("8\n")
+
+        with pytest.raises(MediaError) as caught:
+            media.burn(isos["good"], str(dev), confirm=yes, host=host, progress=swap_after_writing)
+    assert caught.value.message == (
+        f"verification failed: {dev} is no longer the device that was written: "
+        "its disk sequence number changed from 7 to 8 (another disk or medium is in its place)"
+    )
+
+
+@needs_root
 def test_a_loop_device_reattached_to_another_file_during_the_prompt_is_not_written(isos, tmp_path):
     """The real kernel: re-attaching gives the same /dev name and major:minor but a new diskseq."""
     other = tmp_path / "other.img"
