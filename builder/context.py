@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class BuildContext:
     build_id: str = ""  # names the medium, so GRUB finds this ISO and not another one
     output_sha256: str = ""  # set once the ISO is written
     epoch: int = 0  # every timestamp in the output (SOURCE_DATE_EPOCH, else the build's start)
+    # What the build keeps until it ends (the locks on the cache entries it uses); pipeline.build closes it.
+    holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def staging(self) -> Path:

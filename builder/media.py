@@ -4,8 +4,12 @@ Writing to the wrong disk destroys someone's data, so every step that can refuse
 first byte is written: the image is checked (ISO signature, then `verify_iso`), the target is
 resolved (a symlink is followed and named, never silently), the kernel's view of the device is
 read (`builder.devices`), and a person confirms what will be lost. The device is then opened with
-O_EXCL, which the kernel refuses while anything has it mounted or claimed, closing the gap between
-the checks and the write.
+O_EXCL, which the kernel refuses while anything has it mounted or claimed, and identified again
+through the open descriptor: its device number, and the disk sequence number, size and model
+sysfs now gives for it, must be those the person confirmed, and every refusal is checked once
+more. A stick pulled during the prompt and another plugged in can take the same /dev name and
+even the same major:minor; its new disk sequence number gives it away before a byte is written.
+A file target is identified by its inode the same way, and truncated only after that.
 
 After writing, the data is flushed and read back from the medium (the page cache is dropped first,
 so the comparison is against what the device returns, not against our own memory). Any failure on
@@ -26,12 +30,12 @@ import re
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
-from builder.devices import BlockDevice, Host, find_block_device, human_size, refusals
+from builder.devices import BlockDevice, Host, find_block_device, human_size, identity_changes, refusals
 from builder.errors import CommandError, IsoError, MediaError, UsageError
 from builder.run import require_tools, run
 
@@ -66,6 +70,7 @@ class Target:
     device: BlockDevice | None = None
     exists: bool = True
     symlink_to: Path | None = None
+    file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of an existing file target
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,7 @@ def resolve_target(given: str, host: Host) -> Target:
         kind = TargetKind.OPTICAL if device.optical else TargetKind.DISK
         return Target(given, kind, real, drive=str(real), device=device, symlink_to=symlink_to)
     if stat.S_ISREG(mode.st_mode):
-        return Target(given, TargetKind.FILE, real, symlink_to=symlink_to)
+        return Target(given, TargetKind.FILE, real, symlink_to=symlink_to, file_id=(mode.st_dev, mode.st_ino))
     raise UsageError(f"{given} ({real}) is neither a block device nor a regular file; burn cannot write to it")
 
 
@@ -210,6 +215,7 @@ def preflight(iso: Path, image_size: int, target: Target, *, force: bool) -> Non
     problems: list[str] = []
     if target.device is not None:
         problems += refusals(target.device, image_size).blocking(force=force)
+        problems += _backed_by_image(iso, target.device)
     if target.kind is TargetKind.FILE:
         problems += _file_problems(iso, image_size, target, check_space=True)
     elif target.device is None:  # a stdio: pseudo-drive: xorriso reports its capacity below
@@ -225,6 +231,19 @@ def preflight(iso: Path, image_size: int, target: Target, *, force: bool) -> Non
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise MediaError(f"refusing to write {target.given}, nothing was written:\n{listed}")
+
+
+def _backed_by_image(iso: Path, device: BlockDevice) -> list[str]:
+    """A loop device over the ISO itself (at any depth) would be read and overwritten at once."""
+    found = []
+    for backing in device.backing_files():
+        try:
+            same = os.path.samefile(iso, backing)
+        except OSError:
+            continue  # refusals() already names a backing file that cannot be found
+        if same:
+            found.append(f"{device.path} is a loop device over {backing}, which is the image itself")
+    return found
 
 
 def _file_problems(iso: Path, image_size: int, target: Target, *, check_space: bool) -> list[str]:
@@ -286,15 +305,20 @@ def burn(
     if target.symlink_to is not None:
         log.info("%s is a symlink to %s", given, target.symlink_to)
     preflight(iso, image_size, target, force=force)
+    if target.kind is TargetKind.OPTICAL and target.device is not None:
+        # xorriso's look at the disc made the kernel read it (a new size, perhaps a new diskseq):
+        # what the person confirms, and what is checked again before writing, is the drive now.
+        now = find_block_device(target.device.devnum, host)
+        target = replace(target, device=now or target.device)
     verify_image(iso)
     text = describe(target, iso, image_size)
     if not confirm(text):
         raise MediaError(f"not confirmed; nothing was written to {target.given}")
     start = time.monotonic()
     if target.kind is TargetKind.OPTICAL:
-        digest = _write_optical(iso, image_size, target, report)
+        digest = _write_optical(iso, image_size, target, report, _Recheck(host, image_size, force))
     else:
-        digest = _write_direct(iso, image_size, target, report, host)
+        digest = _write_direct(iso, image_size, target, report, _Recheck(host, image_size, force))
     verified = False
     if verify:
         back = _read_back(target, image_size, report, host)
@@ -310,13 +334,44 @@ def burn(
     return BurnResult(str(target.path), target.kind, image_size, digest, verified, time.monotonic() - start)
 
 
-def _open_for_writing(target: Target) -> int:
-    """Open the resolved target; O_EXCL on a block device fails while anything has it mounted."""
+@dataclass(frozen=True)
+class _Recheck:
+    """What checking the target again needs: where sysfs is, the image size, and --force."""
+
+    host: Host
+    image_size: int
+    force: bool
+
+
+def _reidentify(confirmed: BlockDevice, recheck: _Recheck, devnum: tuple[int, int]) -> list[str]:
+    """How the device now at `devnum` differs from the one confirmed, and what refuses it now."""
+    now = find_block_device(devnum, recheck.host)
+    changes = identity_changes(confirmed, now)
+    if now is not None:
+        changes += refusals(now, recheck.image_size).blocking(force=recheck.force)
+    return changes
+
+
+def _not_confirmed(target: Target, changes: list[str]) -> MediaError:
+    listed = "\n".join(f"  - {c}" for c in changes)
+    return MediaError(
+        f"{target.path} is not the device that was confirmed, or can no longer be written; nothing was written:\n"
+        f"{listed}",
+        hint="check which device you mean (xenlive devices) and run burn again",
+    )
+
+
+def _open_for_writing(target: Target, recheck: _Recheck) -> int:
+    """Open the resolved target and make sure it is still what was inspected and confirmed.
+
+    O_EXCL on a block device fails while anything has it mounted or claimed. A file is opened
+    without O_TRUNC and truncated only once its inode is known to be the one inspected.
+    """
     flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
     if target.kind is TargetKind.DISK:
         flags |= os.O_EXCL
     else:
-        flags |= os.O_CREAT | (os.O_TRUNC if target.exists else os.O_EXCL)
+        flags |= os.O_CREAT | (0 if target.exists else os.O_EXCL)
     try:
         fd = os.open(target.path, flags, 0o644)
     except OSError as e:
@@ -325,19 +380,33 @@ def _open_for_writing(target: Target) -> int:
                 f"{target.path} is busy: mounted or opened exclusively by another program; nothing was written"
             ) from e
         raise MediaError(f"cannot open {target.path} for writing: {e.strerror}; nothing was written") from e
-    if target.device is not None:
-        rdev = os.fstat(fd).st_rdev
-        if (os.major(rdev), os.minor(rdev)) != target.device.devnum:
-            os.close(fd)
-            raise MediaError(f"{target.path} changed since it was inspected; nothing was written")
+    try:
+        opened = os.fstat(fd)
+        if target.device is not None:
+            if not stat.S_ISBLK(opened.st_mode):
+                raise _not_confirmed(target, ["it is no longer a block device"])
+            devnum = (os.major(opened.st_rdev), os.minor(opened.st_rdev))
+            changes = _reidentify(target.device, recheck, devnum)
+            if changes:
+                raise _not_confirmed(target, changes)
+        else:
+            if not stat.S_ISREG(opened.st_mode):
+                raise MediaError(f"{target.path} is no longer a regular file; nothing was written")
+            if target.file_id is not None and (opened.st_dev, opened.st_ino) != target.file_id:
+                raise MediaError(f"{target.path} was replaced since it was inspected; nothing was written")
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
-def _write_direct(iso: Path, total: int, target: Target, progress: Progress, host: Host) -> str:
+def _write_direct(iso: Path, total: int, target: Target, progress: Progress, recheck: _Recheck) -> str:
     """Copy the image with plain writes, then fsync: the USB stick, SD card and image file path."""
+    host = recheck.host
     digest = hashlib.sha256()
     done = 0
-    fd = _open_for_writing(target)
+    fd = _open_for_writing(target, recheck)
     try:
         with iso.open("rb", buffering=0) as src:
             while chunk := src.read(CHUNK):
@@ -380,6 +449,7 @@ def _read_back(target: Target, total: int, progress: Progress, host: Host) -> st
     except OSError as e:
         raise _failure(e, "reading back", target, done, total, host) from e
     try:
+        _same_device_as_written(fd, target, host)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         while done < total:
             chunk = os.read(fd, min(CHUNK, total - done))
@@ -396,6 +466,22 @@ def _read_back(target: Target, total: int, progress: Progress, host: Host) -> st
     finally:
         os.close(fd)
     return digest.hexdigest()
+
+
+def _same_device_as_written(fd: int, target: Target, host: Host) -> None:
+    """Reading back another disk than the one written would prove nothing (nor "verify" it)."""
+    if target.device is None:
+        return
+    rdev = os.fstat(fd).st_rdev
+    devnum = (os.major(rdev), os.minor(rdev))
+    changes = [] if devnum == target.device.devnum else [f"it is now device {devnum[0]}:{devnum[1]}"]
+    if target.kind is TargetKind.DISK:  # a burner may reload its disc after writing: a new diskseq
+        changes += identity_changes(target.device, find_block_device(devnum, host))
+    if changes:
+        raise MediaError(
+            f"verification failed: {target.path} is no longer the device that was written: {'; '.join(changes)}",
+            hint=INCOMPLETE_HINT,
+        )
 
 
 def _failure(e: OSError, doing: str, target: Target, done: int, total: int, host: Host) -> MediaError:
@@ -426,8 +512,16 @@ def _what_went_away(target: Target, host: Host) -> str | None:
     return None
 
 
-def _write_optical(iso: Path, total: int, target: Target, progress: Progress) -> str:
-    """Burn with xorriso's cdrecord emulation in one session (-dao), blanking a rewritable if needed."""
+def _write_optical(iso: Path, total: int, target: Target, progress: Progress, recheck: _Recheck) -> str:
+    """Burn with xorriso's cdrecord emulation in one session (-dao), blanking a rewritable if needed.
+
+    xorriso opens the drive itself, so the drive is identified again through sysfs just before:
+    a disc swapped during the prompt has a new disk sequence number.
+    """
+    if target.device is not None:
+        changes = _reidentify(target.device, recheck, target.device.devnum)
+        if changes:
+            raise _not_confirmed(target, changes)
     progress("write", 0, total)
     cmd: list[str | Path] = ["xorriso", "-as", "cdrecord", "-v", f"dev={target.drive}", "blank=as_needed", "-dao", iso]
     try:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from builder import cache
@@ -17,7 +17,7 @@ from builder.checks.gate import gate
 from builder.checks.profile_rules import require_fits
 from builder.context import BuildContext, source_date_epoch
 from builder.errors import UsageError
-from builder.fsutil import remove_tree, sha256_file, tree_size
+from builder.fsutil import sha256_file, tree_size
 from builder.log import step
 from builder.profile import Firmware, Profile, to_data
 from builder.run import require_tools
@@ -45,13 +45,12 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
     check_output_path(output)
     profile = with_guest_dom0_packages(profile)
     epoch = source_date_epoch()
-    (cache_dir / "work").mkdir(parents=True, exist_ok=True)
-    cache.clean_stale_workdirs(cache_dir)
-    workdir = Path(tempfile.mkdtemp(prefix=f"build-{os.getpid()}-", dir=cache_dir / "work"))
     output = output.parent.resolve() / output.name  # a symlink at OUT is replaced, its target left alone
+    holds = contextlib.ExitStack()  # the locked work directory, then the cache entries the stages use
+    workdir = holds.enter_context(cache.workspace(cache_dir))
     ctx = BuildContext(profile=profile, output=output, workdir=workdir, cache_dir=cache_dir,
-                       epoch=epoch)  # fmt: skip
-    try:
+                       epoch=epoch, holds=holds)  # fmt: skip
+    with holds:
         with step("hardware checks (static)", ctx.timings):
             require_fits(profile, ProfileFacts(), ignore_checks)
             gate(ctx, ignore_checks, built=False)
@@ -76,8 +75,6 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
         with step("master ISO", ctx.timings):
             master_iso(ctx, lambda iso: check_medium(ctx, iso.stat().st_size, "the ISO", ignore_checks))
         write_beside_iso(ctx)
-    finally:
-        remove_tree(workdir)
     return ctx
 
 

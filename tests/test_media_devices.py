@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from builder.devices import (
     Host,
     acceptable_devices,
     find_block_device,
+    identity_changes,
     list_block_devices,
     read_mounts,
     refusals,
@@ -166,3 +172,149 @@ def test_list_block_devices_skips_partitions(tmp_path):
 
 def test_missing_device_is_none(tmp_path):
     assert find_block_device((8, 99), laptop(tmp_path)) is None
+
+
+# --- what lies below: dm/md slaves and loop backing files ------------------------------------
+
+
+Mounts = Sequence[tuple[tuple[int, int], str, str]]
+
+
+def server(tmp_path: Path, *, extra: list[FakeDisk], mounts: Mounts = (), swaps: Sequence[str] = ()) -> Host:
+    """A machine whose / is on sda2; sda3 and two USB sticks are free for stacking."""
+    disks = [
+        FakeDisk("sda", (8, 0), 100 * GiB, where=SATA_PATH, partitions=[
+            FakePartition("sda2", (8, 2), 50 * GiB), FakePartition("sda3", (8, 3), 50 * GiB, holders=("dm-1",))]),
+        FakeDisk("sdb", (8, 16), 16 * GiB, removable=True, model="Stick B", partitions=[
+            FakePartition("sdb1", (8, 17), 8 * GiB, holders=("md0",)), FakePartition("sdb2", (8, 18), 8 * GiB)]),
+        FakeDisk("sdc", (8, 32), 16 * GiB, removable=True, model="Stick C", holders=("md0", "dm-5")),
+        *extra,
+    ]  # fmt: skip
+    return fake_host(tmp_path, disks, [((8, 2), "/", "/dev/sda2"), *mounts], swaps)
+
+
+def test_dm_device_on_a_partition_of_the_system_disk_is_refused_even_with_force(tmp_path):
+    host = server(tmp_path, extra=[FakeDisk("dm-1", (254, 1), 50 * GiB, where=VIRTUAL_PATH, slaves=("sda3",))])
+    dm = find_block_device((254, 1), host)
+    assert dm is not None and not dm.system and [d.name for d in dm.below] == ["sda3"]
+    blocking = refusals(dm, IMAGE).blocking(force=True)
+    assert blocking == ["/dev/sda3 (below /dev/dm-1) holds the running system (/); xenlive never writes to it"]
+    assert "writes to   /dev/sda3: (unknown model), 50.0 GiB" in dm.describe()
+
+
+def test_md_device_is_refused_for_what_its_members_are_used_for(tmp_path):
+    md = FakeDisk("md0", (9, 0), 8 * GiB, where=VIRTUAL_PATH, slaves=("sdb1", "sdc"))
+    host = server(tmp_path, extra=[md], mounts=[((8, 18), "/media/stick", "/dev/sdb2")])
+    raid = find_block_device((9, 0), host)
+    assert raid is not None
+    # md0 itself holds sdb1 and sdc: that is the way down, not another user. dm-5 also holds sdc.
+    # sdb2 is mounted, but it is a partition beside sdb1, not below md0: writing md0 leaves it alone.
+    assert refusals(raid, IMAGE).absolute == [
+        "/dev/sdc (below /dev/md0) is in use by dm-5 (LVM, RAID or dm-crypt); stop that first"
+    ]
+
+
+def test_dm_device_on_a_whole_stick_with_a_mounted_partition_is_refused(tmp_path):
+    dm = FakeDisk("dm-2", (254, 2), 16 * GiB, where=VIRTUAL_PATH, slaves=("sdb",))
+    host = server(tmp_path, extra=[dm], mounts=[((8, 18), "/media/stick", "/dev/sdb2")], swaps=())
+    found = find_block_device((254, 2), host)
+    assert found is not None
+    assert refusals(found, IMAGE).absolute == [
+        "/dev/sdb2 (below /dev/dm-2) is mounted on /media/stick; unmount it first",
+        "/dev/sdb1 (below /dev/dm-2) is in use by md0 (LVM, RAID or dm-crypt); stop that first",
+    ]
+
+
+def test_loop_device_over_a_plain_file_on_the_system_disk_needs_only_force(tmp_path):
+    """What burn writes is the file, as `burn ISO FILE` would; the file system holding it is not hurt."""
+    image = tmp_path / "stick.img"
+    image.write_bytes(b"\0" * 4096)
+    loop = FakeDisk("loop0", (7, 0), GiB, where=VIRTUAL_PATH, backing_file=str(image))
+    device = find_block_device((7, 0), server(tmp_path, extra=[loop]))
+    assert device is not None and device.backing is not None and device.backing_files() == [str(image)]
+    found = refusals(device, IMAGE)
+    assert found.absolute == []
+    assert found.blocking(force=False) == [
+        "/dev/loop0 is not a removable disk (transport virtual, removable flag 0); "
+        "pass --force if you really mean to overwrite it"
+    ]
+
+
+def test_loop_device_over_a_swap_file_or_a_vanished_file_is_refused(tmp_path):
+    swapfile = tmp_path / "swapfile"
+    swapfile.write_bytes(b"\0" * 4096)
+    loops = [
+        FakeDisk("loop0", (7, 0), GiB, where=VIRTUAL_PATH, backing_file=str(swapfile)),
+        FakeDisk("loop1", (7, 1), GiB, where=VIRTUAL_PATH, backing_file=f"{tmp_path}/gone.img (deleted)"),
+        FakeDisk("loop2", (7, 2), GiB, where=VIRTUAL_PATH, backing_file="/srv/in another namespace.img"),
+    ]
+    host = server(tmp_path, extra=loops, swaps=[str(swapfile)])
+    swap, deleted, elsewhere = (find_block_device((7, n), host) for n in range(3))
+    assert swap and deleted and elsewhere
+    assert refusals(swap, IMAGE).absolute == [f"/dev/loop0 is a loop device over {swapfile}, a swap file in use"]
+    assert refusals(deleted, IMAGE).absolute == [
+        f"/dev/loop1 is a loop device over {tmp_path}/gone.img (deleted), which was deleted; "
+        "detach it (losetup -d) and attach the file again"
+    ]
+    (why,) = refusals(elsewhere, IMAGE).absolute
+    assert why.startswith("/dev/loop2 is a loop device over /srv/in another namespace.img, which cannot be found")
+
+
+def test_loop_device_sharing_its_file_with_a_mounted_loop_device_is_refused(tmp_path):
+    image = tmp_path / "shared.img"
+    image.write_bytes(b"\0" * 4096)
+    loops = [
+        FakeDisk("loop0", (7, 0), GiB, where=VIRTUAL_PATH, backing_file=str(image)),
+        FakeDisk("loop1", (7, 1), GiB, where=VIRTUAL_PATH, backing_file=str(tmp_path / "." / "shared.img")),
+    ]
+    host = server(tmp_path, extra=loops, mounts=[((7, 1), "/mnt/shared", "/dev/loop1")])
+    device = find_block_device((7, 0), host)
+    assert device is not None and [d.name for d in device.loops_over] == ["loop1"]
+    assert refusals(device, IMAGE).absolute == [
+        "/dev/loop1, another loop device over the storage of /dev/loop0, is mounted on /mnt/shared; unmount it first"
+    ]
+
+
+def test_stick_that_a_mounted_loop_device_reads_from_is_refused(tmp_path):
+    """A loop device over /dev/sdb2 is no holder of it (loop takes no claim), but it still uses it."""
+    node = tmp_path / "sdb2-node"
+    try:
+        os.mknod(node, stat.S_IFBLK | 0o600, os.makedev(8, 18))
+    except PermissionError:
+        pytest.skip("making a block device node needs root")
+    loop = FakeDisk("loop3", (7, 3), 8 * GiB, where=VIRTUAL_PATH, backing_file=str(node))
+    host = server(tmp_path, extra=[loop], mounts=[((7, 3), "/mnt/inner", "/dev/loop3")])
+    stick = find_block_device((8, 16), host)
+    assert stick is not None
+    assert refusals(stick, IMAGE).absolute == [
+        "/dev/sdb1 is in use by md0 (LVM, RAID or dm-crypt); stop that first",
+        "/dev/loop3, another loop device over the storage of /dev/sdb, is mounted on /mnt/inner; unmount it first",
+    ]
+    # And the other way round: written, the loop device writes the partition below it.
+    disks = [
+        FakeDisk("sdb", (8, 16), 100 * GiB, where=SATA_PATH, partitions=[FakePartition("sdb2", (8, 18), GiB)]),
+        FakeDisk("loop3", (7, 3), GiB, where=VIRTUAL_PATH, backing_file=str(node)),
+    ]
+    over = find_block_device((7, 3), fake_host(tmp_path / "b", disks, [((8, 18), "/", "/dev/sdb2")]))
+    assert over is not None and [d.name for d in over.below] == ["sdb2"]
+    assert "/dev/sdb2 (below /dev/loop3) holds the running system (/); xenlive never writes to it" in (
+        refusals(over, IMAGE).absolute
+    )
+
+
+def test_identity_changes_name_what_differs(tmp_path):
+    stick = FakeDisk("sdb", (8, 16), 16 * GiB, removable=True, model="Cruzer Blade", vendor="SanDisk", diskseq=12)
+    host = fake_host(tmp_path, [stick])
+    before = find_block_device((8, 16), host)
+    assert before is not None and before.diskseq == 12
+    assert identity_changes(before, find_block_device((8, 16), host)) == []
+    sysdir = host.sysfs / "block" / "sdb"
+    (sysdir / "diskseq").write_text("13\n")
+    (sysdir / "size").write_text(f"{8 * GiB // 512}\n")
+    (sysdir / "device" / "model").write_text("Ultra Fit\n")
+    assert identity_changes(before, find_block_device((8, 16), host)) == [
+        "its disk sequence number changed from 12 to 13 (another disk or medium is in its place)",
+        f"its size changed from {16 * GiB} to {8 * GiB} bytes",
+        "its model changed from 'SanDisk Cruzer Blade' to 'SanDisk Ultra Fit'",
+    ]
+    assert identity_changes(before, None) == ["/dev/sdb is no longer there"]

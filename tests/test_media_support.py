@@ -48,6 +48,8 @@ class FakeDisk:
     partitions: list[FakePartition] = field(default_factory=list)
     holders: tuple[str, ...] = ()
     slaves: tuple[str, ...] = ()  # names of other fake devices (disks or partitions) under this one
+    diskseq: int | None = None
+    backing_file: str = ""  # a loop device's loop/backing_file
 
 
 def fake_host(root: Path, disks: list[FakeDisk], mounts: Sequence[tuple[tuple[int, int], str, str]] = (),
@@ -63,6 +65,11 @@ def fake_host(root: Path, disks: list[FakeDisk], mounts: Sequence[tuple[tuple[in
         dirs[disk.name] = ddir
         _write(ddir, dev=f"{disk.devnum[0]}:{disk.devnum[1]}", size=str(disk.size // 512),
                removable="1" if disk.removable else "0", ro="1" if disk.readonly else "0")  # fmt: skip
+        if disk.diskseq is not None:
+            _write(ddir, diskseq=str(disk.diskseq))
+        if disk.backing_file:
+            (ddir / "loop").mkdir()
+            (ddir / "loop" / "backing_file").write_bytes(os.fsencode(disk.backing_file) + b"\n")
         (ddir / "device").mkdir()
         _write(ddir / "device", model=disk.model, vendor=disk.vendor, type=disk.scsi_type)
         _holders(ddir, disk.holders)
@@ -139,11 +146,16 @@ def have_root_tools() -> str | None:
 
 
 @contextlib.contextmanager
-def loop_device(backing: Path, size: int) -> Iterator[Path]:
-    """Attach a loop device over a sparse file of `size` bytes; detached whatever happens."""
-    backing.write_bytes(b"")
-    os.truncate(backing, size)
-    proc = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True)
+def loop_device(backing: Path, size: int | None = None) -> Iterator[Path]:
+    """Attach a loop device over `backing` (first made a sparse file of `size` bytes, if given).
+
+    Detached afterwards, but only while it is still over `backing`: a test that re-attaches it
+    must not make the cleanup detach a device another process has taken since.
+    """
+    if size is not None:
+        backing.write_bytes(b"")
+        os.truncate(backing, size)
+    proc = subprocess.run(["losetup", "-f", "--show", "--", str(backing)], capture_output=True, text=True)
     if proc.returncode != 0:
         import pytest
 
@@ -152,7 +164,16 @@ def loop_device(backing: Path, size: int) -> Iterator[Path]:
     try:
         yield device
     finally:
-        subprocess.run(["losetup", "-d", str(device)], capture_output=True)
+        if loop_backing(device) == os.path.realpath(backing):
+            subprocess.run(["losetup", "-d", str(device)], capture_output=True)
+
+
+def loop_backing(device: Path) -> str:
+    """What the kernel says a loop device is attached to ("" when it is free)."""
+    try:
+        return (Path("/sys/block") / device.name / "loop" / "backing_file").read_text().rstrip("\n")
+    except OSError:
+        return ""
 
 
 @contextlib.contextmanager

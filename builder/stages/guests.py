@@ -197,7 +197,7 @@ def place_busybox(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
     if isinstance(guest.initrd, Path):
         _place(ctx.profile.base_dir / guest.initrd, medium_dir / "initrd.img")
         return
-    entry, cached = cache.obtain(ctx.cache_dir, "guest", key, make)
+    entry, cached = ctx.holds.enter_context(cache.use(ctx.cache_dir, "guest", key, make))
     ctx.cache_hits[f"guest:{guest.name}"] = cached
     _place(entry / "initrd.img", medium_dir / "initrd.img")
 
@@ -381,7 +381,7 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
         shutil.rmtree(overlay)
         return ["vmlinuz", "initrd.img", "disk.img"]
 
-    entry, cached = cache.obtain(ctx.cache_dir, "guest", key, make)
+    entry, cached = ctx.holds.enter_context(cache.use(ctx.cache_dir, "guest", key, make))
     ctx.cache_hits[f"guest:{guest.name}"] = cached
     if cached:
         log.info("    reusing cached guest %s (%s)", guest.name, key)

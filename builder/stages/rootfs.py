@@ -92,7 +92,7 @@ def build_rootfs(ctx: BuildContext) -> None:
         sealed = ["base.squashfs", "tree/var/lib/dpkg/status"]
         return sealed + [f"tree/boot/{p.name}" for p in (tmp / "tree/boot").iterdir() if p.is_file()]
 
-    entry, cached = cache.obtain(ctx.cache_dir, "rootfs", key, make)
+    entry, cached = ctx.holds.enter_context(cache.use(ctx.cache_dir, "rootfs", key, make))
     ctx.cache_hits["rootfs"] = cached
     if cached:
         log.info("    reusing cached dom0 base %s", key)
