@@ -136,22 +136,6 @@ def test_gather_reads_tree_and_guest_files(dom0_tree: Path, profile, tmp_path: P
     assert static.xen is None and "a" not in static.guest_kernels and static.guest_kernels["b"].bits == 32
 
 
-@pytest.mark.integration
-def test_real_debian_kernel_in_cache() -> None:
-    """The cached dom0 tree's real kernel: dom0-capable, PVH entry, Xen config without PV32."""
-    from builder.context import cache_root
-
-    trees = sorted(cache_root().glob("rootfs/*/tree/boot"))
-    if not trees:
-        pytest.skip("no cached dom0 tree; run a build first")
-    tree = trees[-1].parent
-    kernel = sorted((tree / "boot").glob("vmlinuz-*"))[-1]
-    k = kernel_facts(kernel)
-    assert k.bits == 64 and k.notes.dom0 and k.notes.pvh and k.option("CONFIG_XEN_DOM0") == "y"
-    x = xen_facts(tree)
-    assert x is not None and not x.enabled("CONFIG_PV32")
-
-
 def test_build_gate_stops_on_built_file_error(dom0_tree: Path, profile, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The second gate runs once dom0 exists: a kernel that cannot be dom0 stops the build (exit 3)."""
     from builder.checks.gate import gate
