@@ -6,6 +6,7 @@ contributors (splitting the dom0 base layer into its largest parts) and what cou
 
 from __future__ import annotations
 
+from builder import medium
 from builder.context import BuildContext
 from builder.fsutil import tree_size
 
@@ -21,11 +22,11 @@ BASE_PARTS = {
     "usr/bin": "programs (fewer dom0.packages)",
 }
 OTHER_HINTS = {
-    "live/10-base.squashfs": "the dom0 base layer",
-    "live/20-custom.squashfs": "the top layer: overlays, files, settings",
-    "live/initrd.img": "dom0's initramfs (all storage drivers, so it boots on any machine)",
-    "live/vmlinuz": "dom0's kernel",
-    "boot/xen.gz": "the Xen hypervisor",
+    medium.BASE_LAYER: "the dom0 base layer",
+    medium.TOP_LAYER: "the top layer: overlays, files, settings",
+    medium.INITRD: "dom0's initramfs (all storage drivers, so it boots on any machine)",
+    medium.KERNEL: "dom0's kernel",
+    medium.XEN: "the Xen hypervisor",
 }
 
 
@@ -36,7 +37,7 @@ def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
         if not path.is_file():
             continue
         rel = path.relative_to(ctx.staging).as_posix()
-        if rel.startswith("guests/"):
+        if rel.startswith(f"{medium.GUESTS}/"):
             name = rel.split("/")[1]
             size, _ = rows.get(f"guest {name}", (0, ""))
             rows[f"guest {name}"] = (size + path.stat().st_size, f"drop guest {name} or build it smaller")
@@ -45,7 +46,7 @@ def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
         else:
             size, _ = rows.get("boot loaders and the rest", (0, ""))
             rows["boot loaders and the rest"] = (size + path.stat().st_size, "ISOLINUX, GRUB, manifest")
-    base = ctx.staging / "live/10-base.squashfs"
+    base = ctx.staging / medium.BASE_LAYER
     tree = ctx.rootfs
     if base.is_file() and tree is not None and tree.is_dir():
         ratio = base.stat().st_size / max(1, tree_size(tree))  # squashfs compression, applied evenly

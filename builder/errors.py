@@ -1,6 +1,6 @@
 """The exceptions xenlive raises; each class carries the exit code the CLI uses for it.
 
-Exit codes (DESIGN.md): 0 success, 1 the work failed, 2 bad usage or bad profile,
+Exit codes (docs/architecture.md, "Errors and exit codes"): 0 success, 1 the work failed, 2 bad usage or bad profile,
 3 a hardware-compatibility check failed.
 """
 

@@ -60,7 +60,7 @@ class TargetKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class Target:
+class BurnTarget:
     """Where the image goes, after symlinks were resolved; `path` is what gets opened."""
 
     given: str
@@ -138,7 +138,7 @@ def _under_dev(path: Path) -> bool:
     return Path(os.path.realpath(path)).parts[:2] == ("/", "dev")
 
 
-def resolve_target(given: str, host: Host) -> Target:
+def resolve_target(given: str, host: Host) -> BurnTarget:
     """Decide what TARGET is by what it points at, never by its name, and say where a symlink led."""
     if given.startswith(STDIO):
         return _pseudo_drive(given)
@@ -149,7 +149,7 @@ def resolve_target(given: str, host: Host) -> Target:
             raise UsageError(f"{given}: no such device", hint="list the removable devices with: xenlive devices")
         if not parent.is_dir():
             raise UsageError(f"{given}: directory {parent} does not exist")
-        return Target(given, TargetKind.FILE, Path(os.path.abspath(path)), exists=False)
+        return BurnTarget(given, TargetKind.FILE, Path(os.path.abspath(path)), exists=False)
     real = Path(os.path.realpath(path))
     if not real.exists():
         raise UsageError(f"{given} is a symlink to {real}, which does not exist")
@@ -161,13 +161,13 @@ def resolve_target(given: str, host: Host) -> Target:
         if device is None:
             raise MediaError(f"{given}: block device {devnum[0]}:{devnum[1]} is not listed in {host.sysfs}/dev/block")
         kind = TargetKind.OPTICAL if device.optical else TargetKind.DISK
-        return Target(given, kind, real, drive=str(real), device=device, symlink_to=symlink_to)
+        return BurnTarget(given, kind, real, drive=str(real), device=device, symlink_to=symlink_to)
     if stat.S_ISREG(mode.st_mode):
-        return Target(given, TargetKind.FILE, real, symlink_to=symlink_to, file_id=(mode.st_dev, mode.st_ino))
+        return BurnTarget(given, TargetKind.FILE, real, symlink_to=symlink_to, file_id=(mode.st_dev, mode.st_ino))
     raise UsageError(f"{given} ({real}) is neither a block device nor a regular file; burn cannot write to it")
 
 
-def _pseudo_drive(given: str) -> Target:
+def _pseudo_drive(given: str) -> BurnTarget:
     """`stdio:PATH`: xorriso writes a regular file as if it were a disc, through the CD code path."""
     raw = given[len(STDIO) :]
     if not raw:
@@ -181,7 +181,8 @@ def _pseudo_drive(given: str) -> Target:
     if not real.exists() and (_under_dev(real.parent) or not real.parent.is_dir()):
         raise UsageError(f"{given}: directory {real.parent} does not exist")
     symlink_to = real if real != Path(os.path.abspath(raw)) else None
-    return Target(given, TargetKind.OPTICAL, real, drive=f"{STDIO}{real}", exists=real.exists(), symlink_to=symlink_to)
+    drive = f"{STDIO}{real}"
+    return BurnTarget(given, TargetKind.OPTICAL, real, drive=drive, exists=real.exists(), symlink_to=symlink_to)
 
 
 def read_optical_media(drive: str) -> OpticalMedia:
@@ -210,7 +211,7 @@ def _report_field(text: str, name: str) -> str:
     return match[1].strip() if match else ""
 
 
-def preflight(iso: Path, image_size: int, target: Target, *, force: bool) -> None:
+def preflight(iso: Path, image_size: int, target: BurnTarget, *, force: bool) -> None:
     """Every refusal that does not need the confirmation: raise MediaError naming them all."""
     problems: list[str] = []
     if target.device is not None:
@@ -246,7 +247,7 @@ def _backed_by_image(iso: Path, device: BlockDevice) -> list[str]:
     return found
 
 
-def _file_problems(iso: Path, image_size: int, target: Target, *, check_space: bool) -> list[str]:
+def _file_problems(iso: Path, image_size: int, target: BurnTarget, *, check_space: bool) -> list[str]:
     """An image file must not be the ISO itself, and its filesystem must hold the image."""
     if target.exists and os.path.samefile(iso, target.path):
         return [f"{target.path} is the image itself"]
@@ -269,7 +270,7 @@ def _file_problems(iso: Path, image_size: int, target: Target, *, check_space: b
     return []
 
 
-def describe(target: Target, iso: Path, image_size: int) -> str:
+def describe(target: BurnTarget, iso: Path, image_size: int) -> str:
     """What will be overwritten, in enough detail to recognise the stick before it is too late."""
     lines = [f"About to write {iso} ({human_size(image_size)}) to {target.given}"]
     if target.symlink_to is not None:
@@ -352,7 +353,7 @@ def _reidentify(confirmed: BlockDevice, recheck: _Recheck, devnum: tuple[int, in
     return changes
 
 
-def _not_confirmed(target: Target, changes: list[str]) -> MediaError:
+def _not_confirmed(target: BurnTarget, changes: list[str]) -> MediaError:
     listed = "\n".join(f"  - {c}" for c in changes)
     return MediaError(
         f"{target.path} is not the device that was confirmed, or can no longer be written; nothing was written:\n"
@@ -361,7 +362,7 @@ def _not_confirmed(target: Target, changes: list[str]) -> MediaError:
     )
 
 
-def _open_for_writing(target: Target, recheck: _Recheck) -> int:
+def _open_for_writing(target: BurnTarget, recheck: _Recheck) -> int:
     """Open the resolved target and make sure it is still what was inspected and confirmed.
 
     O_EXCL on a block device fails while anything has it mounted or claimed. A file is opened
@@ -401,7 +402,7 @@ def _open_for_writing(target: Target, recheck: _Recheck) -> int:
     return fd
 
 
-def _write_direct(iso: Path, total: int, target: Target, progress: Progress, recheck: _Recheck) -> str:
+def _write_direct(iso: Path, total: int, target: BurnTarget, progress: Progress, recheck: _Recheck) -> str:
     """Copy the image with plain writes, then fsync: the USB stick, SD card and image file path."""
     host = recheck.host
     digest = hashlib.sha256()
@@ -440,7 +441,7 @@ def _write_direct(iso: Path, total: int, target: Target, progress: Progress, rec
     return digest.hexdigest()
 
 
-def _read_back(target: Target, total: int, progress: Progress, host: Host) -> str:
+def _read_back(target: BurnTarget, total: int, progress: Progress, host: Host) -> str:
     """sha256 of the first `total` bytes as the medium returns them, not as the page cache has them."""
     digest = hashlib.sha256()
     done = 0
@@ -468,7 +469,7 @@ def _read_back(target: Target, total: int, progress: Progress, host: Host) -> st
     return digest.hexdigest()
 
 
-def _same_device_as_written(fd: int, target: Target, host: Host) -> None:
+def _same_device_as_written(fd: int, target: BurnTarget, host: Host) -> None:
     """Reading back another disk than the one written would prove nothing (nor "verify" it)."""
     if target.device is None:
         return
@@ -484,7 +485,7 @@ def _same_device_as_written(fd: int, target: Target, host: Host) -> None:
         )
 
 
-def _failure(e: OSError, doing: str, target: Target, done: int, total: int, host: Host) -> MediaError:
+def _failure(e: OSError, doing: str, target: BurnTarget, done: int, total: int, host: Host) -> MediaError:
     """Turn an OSError into a message that says what happened to the medium, not just errno."""
     where = f"after {human_size(done)} of {human_size(total)} ({done} of {total} bytes)"
     gone = _what_went_away(target, host)
@@ -500,7 +501,7 @@ def _failure(e: OSError, doing: str, target: Target, done: int, total: int, host
     return MediaError(message, hint=INCOMPLETE_HINT)
 
 
-def _what_went_away(target: Target, host: Host) -> str | None:
+def _what_went_away(target: BurnTarget, host: Host) -> str | None:
     """Whether the device vanished or changed size (as a pulled stick or detached loop does)."""
     if target.device is None:
         return None if target.path.exists() else "the file was removed"
@@ -512,7 +513,7 @@ def _what_went_away(target: Target, host: Host) -> str | None:
     return None
 
 
-def _write_optical(iso: Path, total: int, target: Target, progress: Progress, recheck: _Recheck) -> str:
+def _write_optical(iso: Path, total: int, target: BurnTarget, progress: Progress, recheck: _Recheck) -> str:
     """Burn with xorriso's cdrecord emulation in one session (-dao), blanking a rewritable if needed.
 
     xorriso opens the drive itself, so the drive is identified again through sysfs just before:

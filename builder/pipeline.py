@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from builder import cache
+from builder import cache, medium
 from builder.budget import contributors
 from builder.checks import ProfileFacts
 from builder.checks.gate import gate
@@ -121,14 +121,14 @@ def write_manifest(ctx: BuildContext) -> None:
         "dom0_packages": versions,
         "files": files,
     }
-    target = ctx.staging / "xenlive/manifest.json"
+    target = ctx.staging / medium.MANIFEST
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def write_beside_iso(ctx: BuildContext) -> None:
     """OUT.iso.manifest.json (a copy of the medium's) and OUT.iso's line in SHA256SUMS."""
-    shutil.copyfile(ctx.staging / "xenlive/manifest.json", ctx.output.with_name(ctx.output.name + ".manifest.json"))
+    shutil.copyfile(ctx.staging / medium.MANIFEST, ctx.output.with_name(ctx.output.name + ".manifest.json"))
     sums = ctx.output.with_name("SHA256SUMS")
     lines = sums.read_text().splitlines() if sums.exists() else []
     lines = [line for line in lines if line.split(maxsplit=1)[-1].lstrip("*") != ctx.output.name]

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 FIRMWARE_DESCRIPTORS = Path("/usr/share/qemu/firmware")
-TCG_CPU = "qemu64,+svm"  # with -cpu max Xen boots but dom0 Linux faults early (DESIGN.md)
+TCG_CPU = "qemu64,+svm"  # with -cpu max Xen boots but dom0 Linux faults early (docs/architecture.md, "Boot tests")
 READY_MARKER = "XENLIVE-READY "
 
 

@@ -34,10 +34,10 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.errors import UsageError
 from builder.hybrid import MAX_ARRAY_BYTES, SECTOR, SYSTEM_AREA, Region, gpt_regions, mbr_regions
-from builder.stages.boot import BOOT_INFO_TABLE, EFI_IMAGE
-from builder.stages.iso import ISOLINUX_BIN, PLATFORM_UEFI, hybrid_areas
+from builder.medium import BOOT_CATALOG, EFI_IMAGE, ISOLINUX_BIN, MANIFEST
+from builder.stages.boot import BOOT_INFO_TABLE
+from builder.stages.iso import PLATFORM_UEFI, hybrid_areas
 
-MANIFEST = "xenlive/manifest.json"
 SUMS = "SHA256SUMS"
 ISO_BLOCK = 2048
 PVD_LBA = 16
@@ -375,7 +375,7 @@ def _check_boot(f: BinaryIO, size: int, tree: Tree, manifest: Manifest) -> list[
         return problems
     isolinux, efi = boot_files.get(ISOLINUX_BIN), boot_files.get(EFI_IMAGE)
     efi_sectors = -(-efi.length // ISO_BLOCK) * (ISO_BLOCK // 512) if efi else 0
-    catalog_path = "isolinux/boot.cat" if bios else "boot.cat"
+    catalog_path = BOOT_CATALOG if bios else "boot.cat"
     if bios or uefi:
         catalog = tree.files.get(catalog_path)
         if catalog is None:
@@ -551,7 +551,7 @@ def _compare(actual: bytes, expected: bytes, regions: list[Region], *, base: int
 
 def _check_files(tree: Tree, manifest: Manifest) -> list[str]:
     problems = []
-    catalog = "isolinux/boot.cat" if "bios" in manifest.boot else "boot.cat"
+    catalog = BOOT_CATALOG if "bios" in manifest.boot else "boot.cat"
     not_listed = {MANIFEST, catalog} if manifest.boot else {MANIFEST}
     for rel, medium in sorted(tree.files.items()):
         problems += _check_extent(f"/{rel}", medium.extent, medium.length, tree.volume_bytes)

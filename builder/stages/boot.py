@@ -13,17 +13,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import medium
 from builder.context import BuildContext
 from builder.profile.model import Firmware, Profile
 from builder.run import run
-from builder.stages.xen import INITRD_PATH, KERNEL_PATH, XEN_PATH
 from builder.templating import render
 
 REQUIRED_TOOLS = {
     Firmware.BIOS: ["/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/modules/bios/mboot.c32"],
     Firmware.UEFI: ["grub-mkimage", "/usr/lib/grub/x86_64-efi/multiboot2.mod", "mkfs.vfat", "mcopy"],
 }
-ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
+HOST_ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
 SYSLINUX_MODULES = Path("/usr/lib/syslinux/modules/bios")
 ISOLINUX_MODULES = ["ldlinux.c32", "mboot.c32", "libcom32.c32", "menu.c32", "libutil.c32"]
 GRUB_MODULES = [
@@ -35,7 +35,6 @@ GRUB_MODULES = [
 # with the medium's LBAs, the file's length and its checksum. They are staged as zeros, so the
 # manifest holds the sha256 of isolinux.bin with the table masked, which verify can check.
 BOOT_INFO_TABLE = slice(8, 64)
-EFI_IMAGE = "boot/grub/efi.img"  # the El Torito UEFI image, also the ESP of the hybrid GPT
 MENU_TIMEOUT = 3  # seconds
 
 XEN_CONSOLE = "console=com1,vga com1=115200,8n1"
@@ -63,14 +62,15 @@ def boot_model(profile: Profile) -> list[BootEntry]:
     """The Xenoppix-style menu: Xen with guests, Xen safe mode, and Linux without Xen."""
     xen_args = _join(XEN_CONSOLE, profile.xen.cmdline)
     dom0_args = _join(LIVE_ARGS, DOM0_CONSOLE, profile.dom0.cmdline)
+    xen, kernel, initrd = (medium.at_boot(p) for p in (medium.XEN, medium.KERNEL, medium.INITRD))
     return [
-        BootEntry("xen", "Xen with dom0 and guests", XEN_PATH, xen_args,
-                  KERNEL_PATH, dom0_args, INITRD_PATH),
-        BootEntry("safe", "Xen safe mode (no guests, 1 dom0 CPU, no IOMMU)", XEN_PATH,
-                  _join(xen_args, "dom0_max_vcpus=1 iommu=0"), KERNEL_PATH,
-                  _join(dom0_args, "xenlive.safe nomodeset"), INITRD_PATH),
-        BootEntry("linux", "Linux without Xen", None, "", KERNEL_PATH,
-                  _join(LIVE_ARGS, BARE_CONSOLE, profile.dom0.cmdline), INITRD_PATH),
+        BootEntry("xen", "Xen with dom0 and guests", xen, xen_args,
+                  kernel, dom0_args, initrd),
+        BootEntry("safe", "Xen safe mode (no guests, 1 dom0 CPU, no IOMMU)", xen,
+                  _join(xen_args, "dom0_max_vcpus=1 iommu=0"), kernel,
+                  _join(dom0_args, "xenlive.safe nomodeset"), initrd),
+        BootEntry("linux", "Linux without Xen", None, "", kernel,
+                  _join(LIVE_ARGS, BARE_CONSOLE, profile.dom0.cmdline), initrd),
     ]  # fmt: skip
 
 
@@ -99,9 +99,9 @@ def install_bootloaders(ctx: BuildContext) -> None:
 
 
 def install_isolinux(ctx: BuildContext) -> None:
-    target = ctx.staging / "isolinux"
+    target = ctx.staging / medium.ISOLINUX_DIR
     target.mkdir(parents=True, exist_ok=True)
-    isolinux = bytearray(ISOLINUX_BIN.read_bytes())
+    isolinux = bytearray(HOST_ISOLINUX_BIN.read_bytes())
     isolinux[BOOT_INFO_TABLE] = bytes(BOOT_INFO_TABLE.stop - BOOT_INFO_TABLE.start)
     (target / "isolinux.bin").write_bytes(isolinux)
     for module in ISOLINUX_MODULES:
@@ -115,11 +115,11 @@ def install_grub_efi(ctx: BuildContext) -> None:
     (grub_dir / "grub.cfg").write_text(render_grub(ctx.profile))
     early = ctx.workdir / "grub-early.cfg"
     early.write_text(render("grub-early.cfg.j2", marker=marker_path(ctx.build_id)))
-    efi_dir = ctx.staging / "EFI/BOOT"
+    efi_dir = ctx.staging / medium.EFI_DIR
     efi_dir.mkdir(parents=True, exist_ok=True)
     efi_binary = efi_dir / "BOOTX64.EFI"
     run(["grub-mkimage", "-O", "x86_64-efi", "-o", efi_binary, "-p", "/boot/grub", "-c", early, *GRUB_MODULES])
-    make_efi_image(efi_binary, ctx.staging / EFI_IMAGE, ctx.epoch)
+    make_efi_image(efi_binary, ctx.staging / medium.EFI_IMAGE, ctx.epoch)
 
 
 def make_efi_image(efi_binary: Path, image: Path, epoch: int) -> None:

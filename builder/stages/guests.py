@@ -33,14 +33,13 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from builder import cache, cpio, mmdebstrap
+from builder import cache, cpio, medium, mmdebstrap
 from builder.checks.rules import guest_need_mib
 from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
 from builder.run import run
 from builder.stages.rootfs import boot_file
-from builder.stages.xen import LIVE_MEDIUM
 from builder.templating import render
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ def mac_address(profile: Profile, guest: Guest) -> str:
 
 def disk_specs(guest: Guest) -> list[str]:
     """xl disk specs: the writable snapshot xenlive-guests makes, and a read-only cdrom."""
-    base = f"{LIVE_MEDIUM}/guests/{guest.name}"
+    base = medium.in_dom0(f"{medium.GUESTS}/{guest.name}")
     hvm = guest.type == GuestType.HVM
     specs = []
     if guest.has_disk:
@@ -151,7 +150,7 @@ def kernel_cmdline(guest: Guest) -> str:
 
 
 def xl_config(profile: Profile, guest: Guest) -> str:
-    base = f"{LIVE_MEDIUM}/guests/{guest.name}"
+    base = medium.in_dom0(f"{medium.GUESTS}/{guest.name}")
     # hvm guests boot from their disk or cdrom, unless they name a kernel (xl's direct kernel boot).
     direct_boot = guest.type != GuestType.HVM or guest.kind == GuestKind.BUSYBOX or isinstance(guest.kernel, Path)
     has_initrd = guest.kind != GuestKind.IMAGE or isinstance(guest.initrd, Path)

@@ -31,13 +31,11 @@ from pycdlib.pycdlibexception import PyCdlibException
 from builder.context import BuildContext
 from builder.errors import IsoError
 from builder.hybrid import SYSTEM_AREA, SparseImage, finish_hybrid
+from builder.medium import BOOT_CATALOG, EFI_IMAGE, ISOLINUX_BIN
 from builder.profile.model import Firmware
-from builder.stages.boot import EFI_IMAGE
 
 log = logging.getLogger(__name__)
 
-ISOLINUX_BIN = "isolinux/isolinux.bin"
-BOOT_CATALOG = "isolinux/boot.cat"
 PLATFORM_UEFI = 0xEF  # El Torito platform id of an EFI boot image
 
 

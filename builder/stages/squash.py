@@ -6,11 +6,9 @@ import os
 import shutil
 
 from builder.context import BuildContext
+from builder.medium import BASE_LAYER, TOP_LAYER
 from builder.run import run
 from builder.stages.rootfs import squashfs_command
-
-BASE_LAYER = "live/10-base.squashfs"
-TOP_LAYER = "live/20-custom.squashfs"
 
 
 def squash(ctx: BuildContext) -> None:

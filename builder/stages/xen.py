@@ -6,20 +6,15 @@ import re
 import shutil
 from pathlib import Path
 
+from builder import medium
 from builder.context import BuildContext
 from builder.stages.rootfs import boot_file
-
-# Where the files live on the medium; the boot model and the guests refer to these.
-XEN_PATH = "/boot/xen.gz"
-KERNEL_PATH = "/live/vmlinuz"
-INITRD_PATH = "/live/initrd.img"
-LIVE_MEDIUM = "/run/live/medium"  # where live-boot mounts the medium in dom0
 
 
 def install_xen(ctx: BuildContext) -> None:
     tree = ctx.require_rootfs()
-    for kind, dest in (("xen", XEN_PATH), ("kernel", KERNEL_PATH), ("initrd", INITRD_PATH)):
-        target = ctx.staging / dest.lstrip("/")
+    for kind, dest in (("xen", medium.XEN), ("kernel", medium.KERNEL), ("initrd", medium.INITRD)):
+        target = ctx.staging / dest
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(boot_file(tree, kind), target)
 

@@ -6,7 +6,7 @@ import pytest
 
 from builder.context import BuildContext
 from builder.profile import Xen, load_profile
-from builder.stages.boot import ISOLINUX_BIN, boot_model, install_isolinux, render_grub, render_isolinux
+from builder.stages.boot import HOST_ISOLINUX_BIN, boot_model, install_isolinux, render_grub, render_isolinux
 
 
 def test_boot_model_has_xenoppix_entries():
@@ -34,12 +34,12 @@ def test_grub_cfg_golden(golden):
     golden("default/grub.cfg", render_grub(load_profile(None)))
 
 
-@pytest.mark.skipif(not ISOLINUX_BIN.exists(), reason="isolinux is not installed")
+@pytest.mark.skipif(not HOST_ISOLINUX_BIN.exists(), reason="isolinux is not installed")
 def test_isolinux_bin_is_staged_with_its_boot_info_table_zeroed(tmp_path):
     """Mastering rewrites bytes 8..64; zeroed in staging, the manifest's digest is checkable on the medium."""
     ctx = BuildContext(profile=load_profile(None), output=tmp_path / "x.iso", workdir=tmp_path / "w",
                        cache_dir=tmp_path)  # fmt: skip
     install_isolinux(ctx)
-    staged, host = (ctx.staging / "isolinux/isolinux.bin").read_bytes(), ISOLINUX_BIN.read_bytes()
+    staged, host = (ctx.staging / "isolinux/isolinux.bin").read_bytes(), HOST_ISOLINUX_BIN.read_bytes()
     assert len(staged) == len(host) and staged[8:64] == bytes(56)
     assert staged[:8] == host[:8] and staged[64:] == host[64:]

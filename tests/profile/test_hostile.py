@@ -16,7 +16,7 @@ from builder.errors import ProfileError
 from builder.mmdebstrap import mmdebstrap_command
 from builder.profile import load_profile
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def refused(tmp_path: Path, text: str) -> str:

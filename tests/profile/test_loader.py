@@ -8,7 +8,7 @@ from builder.errors import ProfileError
 from builder.profile import Firmware, GuestType, load_profile, to_data
 from builder.yamlconv import parse_size_mib
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def problems(path: Path) -> list[str]:

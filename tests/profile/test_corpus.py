@@ -17,7 +17,7 @@ from builder.errors import ProfileError
 from builder.profile import load_profile
 from builder.schema import SCHEMA_FILE, profile_schema, reference_markdown, schema_text
 
-from .conftest import REPO
+from ..conftest import REPO
 
 CORPUS = REPO / "tests/data/bad-profiles"
 CASES = sorted(p.name for p in CORPUS.glob("*.yaml"))
