@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
-from importlib import resources
 from pathlib import Path
 
 from builder import cache
 from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.fsutil import unmount_below
+from builder.packages import dom0_packages
 from builder.run import run
 
 log = logging.getLogger(__name__)
 
-REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs"]
+# zstd: not to make the tree, but to read it (introspect.py): trixie's kernel is zstd-compressed.
+REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs", "zstd"]
 STAGE_VERSION = 1  # bump when the way the tree is made changes
 
 # Files that go on the medium itself, not into the squashfs.
@@ -36,13 +37,6 @@ DPKG_OPTIONS = [
 ]
 
 
-def dom0_packages(extra: tuple[str, ...]) -> list[str]:
-    text = resources.files("builder").joinpath("data/dom0-packages.txt").read_text()
-    base = [line.split("#")[0].strip() for line in text.splitlines()]
-    packages = [p for p in base if p]
-    return packages + [p for p in extra if p not in packages]
-
-
 def rootfs_key(ctx: BuildContext) -> str:
     dom0 = ctx.profile.dom0
     return cache.input_hash(
@@ -50,7 +44,7 @@ def rootfs_key(ctx: BuildContext) -> str:
             "stage": STAGE_VERSION,
             "suite": dom0.suite,
             "mirror": dom0.mirror,
-            "packages": sorted(dom0_packages(dom0.packages)),
+            "packages": sorted(dom0_packages(dom0.suite, dom0.packages)),
             "excludes": MEDIUM_FILES,
             "dpkg": DPKG_OPTIONS,
         }
@@ -64,7 +58,7 @@ def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
         "mmdebstrap",
         "--variant=minbase",
         f"--mode={mode}",
-        "--include=" + ",".join(dom0_packages(dom0.packages)),
+        "--include=" + ",".join(dom0_packages(dom0.suite, dom0.packages)),
         *[f"--dpkgopt={opt}" for opt in DPKG_OPTIONS],
     ]
     return [*cmd, dom0.suite, os.fspath(target), dom0.mirror]
