@@ -103,6 +103,9 @@ def inflate(data: bytes, limit: int, what: str) -> bytes:
 class _Decompressor(Protocol):
     """What _bounded needs of lzma's, zlib's and bz2's decompressor objects."""
 
+    @property
+    def eof(self) -> bool: ...
+
     def decompress(self, data: bytes, max_length: int, /) -> bytes: ...
 
 
@@ -110,6 +113,8 @@ def _bounded(decompressor: _Decompressor, data: bytes, limit: int, what: str) ->
     out = decompressor.decompress(data, limit + 1)
     if len(out) > limit:
         raise IntrospectError(f"{what} inflates to more than {limit} bytes; refusing it")
+    if not decompressor.eof:  # the decompressors return what they have of a cut-off stream
+        raise IntrospectError(f"corrupt {what}: the compressed data ends early")
     return out
 
 
@@ -541,9 +546,9 @@ def initrd_facts(path: Path) -> InitrdFacts:
                 f.seek(pos)
                 head = f.read(8)
                 if head[:6] in CPIO_MAGICS:
-                    end = _cpio_end(f, pos, total, path)
-                    segments.append(("cpio", end - pos))
-                    pos = _skip_zeros(f, end, total)
+                    end = _skip_zeros(f, _cpio_end(f, pos, total, path), total)
+                    segments.append(("cpio", end - pos))  # with the padding after it: segments add up
+                    pos = end
                 else:
                     kind = compression_of(head)
                     if kind is None:
