@@ -294,11 +294,12 @@ def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
         f' && printf "{modules}\\n" > "$1/usr/share/initramfs-tools/modules.d/xenlive"'
     )
     keep = " ".join(f"! -name {d}" for d in DEBIAN_KEEP_DRIVERS)
+    # xen-netfront.ko* : the module is .ko on bookworm and .ko.xz on trixie (no match fails the mv).
     trim = (
         'for m in "$1"/lib/modules/*; do'
-        ' mv "$m/kernel/drivers/net/xen-netfront.ko" "$m/kernel/xen-netfront.ko"'
+        ' mv "$m"/kernel/drivers/net/xen-netfront.ko* "$m/kernel/"'
         f' && find "$m/kernel/drivers" -mindepth 1 -maxdepth 1 {keep} -exec rm -rf {{}} +'
-        ' && mkdir -p "$m/kernel/drivers/net" && mv "$m/kernel/xen-netfront.ko" "$m/kernel/drivers/net/"'
+        ' && mkdir -p "$m/kernel/drivers/net" && mv "$m"/kernel/xen-netfront.ko* "$m/kernel/drivers/net/"'
         ' && rm -rf "$m/kernel/sound" "$m/kernel/net/wireless" "$m/kernel/net/mac80211" "$m/kernel/net/bluetooth"'
         ' && chroot "$1" depmod "${m##*/}" || exit 1; done'
     )
