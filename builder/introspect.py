@@ -129,6 +129,8 @@ def _unzstd(data: bytes, limit: int, what: str) -> bytes:
             if e.returncode == 127:
                 raise IntrospectError(f"{what} is zstd-compressed and the zstd command is missing",
                                       hint="install it with: apt-get install zstd") from None  # fmt: skip
+            if e.returncode < 0:  # read_output stopped it at the limit
+                raise IntrospectError(f"{what} inflates to more than {limit} bytes; refusing it") from None
             detail = e.message.splitlines()[-1].split(" : ", 1)[-1]  # without zstd's "TMPNAME : " prefix
             raise IntrospectError(f"corrupt {what} (zstd): {detail}") from None
 

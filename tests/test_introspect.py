@@ -110,7 +110,7 @@ def test_inflate_refuses_more_than_its_limit(tmp_path: Path) -> None:
     zeros = b"\0" * (4 << 20)
     for packed in (lzma.compress(zeros), gzip.compress(zeros), bz2.compress(zeros), zstd(zeros, tmp_path)):
         assert len(packed) < 1 << 20
-        with pytest.raises(IntrospectError, match="inflates to more than|more than 1048576 bytes"):
+        with pytest.raises(IntrospectError, match="bomb inflates to more than 1048576 bytes"):
             inflate(packed, 1 << 20, "bomb")
         assert inflate(packed, 4 << 20, "fine") == zeros
 
