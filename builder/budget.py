@@ -10,14 +10,15 @@ from builder import medium
 from builder.context import BuildContext
 from builder.fsutil import tree_size
 
-# Parts of the dom0 tree worth naming, with what a user could do about each.
+# Parts of the dom0 tree worth naming (glob patterns: the toolstack's directory is named by its
+# version), with what a user could do about each.
 BASE_PARTS = {
     "usr/lib/modules": "kernel modules (needed for real hardware; a smaller kernel flavour is not dom0-capable)",
     "usr/lib/firmware": "device firmware (drop firmware-* packages the targets do not need)",
     "usr/share/locale": "translations (dom0.remove_packages, or fewer packages)",
     "usr/share/i18n": "locale sources (only the profile's locale is compiled)",
     "usr/lib/x86_64-linux-gnu": "shared libraries of dom0's packages (fewer dom0.packages)",
-    "usr/lib/xen-4.17": "the Xen toolstack",
+    "usr/lib/xen-[0-9]*": "the Xen toolstack",
     "usr/share": "other shared data (fewer dom0.packages)",
     "usr/bin": "programs (fewer dom0.packages)",
 }
@@ -51,9 +52,12 @@ def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
     if base.is_file() and tree is not None and tree.is_dir():
         ratio = base.stat().st_size / max(1, tree_size(tree))  # squashfs compression, applied evenly
         sizes: dict[str, int] = {}  # each part's size, measured once; a part named earlier is not counted twice
-        for part, hint in BASE_PARTS.items():
-            if (tree / part).is_dir():
-                sizes[part] = tree_size(tree / part)
+        for pattern, hint in BASE_PARTS.items():
+            for found in sorted(tree.glob(pattern)):
+                part = found.relative_to(tree).as_posix()
+                if part in sizes or not found.is_dir() or found.is_symlink():
+                    continue
+                sizes[part] = tree_size(found)
                 share = sizes[part] - sum(size for c, size in sizes.items() if c.startswith(part + "/"))
                 rows[f"  base: /{part} (estimated)"] = (int(share * ratio), hint)
     return sorted(((k, v[0], v[1]) for k, v in rows.items()), key=lambda r: -r[1])

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -117,3 +118,39 @@ def run(
         tail = "\n".join(proc.stderr.splitlines()[-20:])
         raise CommandError(args, proc.returncode, tail)
     return proc
+
+
+def read_output(cmd: Sequence[StrPath], *, limit: int) -> bytes:
+    """Run a command and return its stdout as bytes, refusing more than `limit` bytes of it.
+
+    For decompressors fed files we did not make (a guest's kernel, a module): a small input can
+    expand without bound, so the output is read in chunks and the program is killed at the limit
+    rather than after it has filled memory. A non-zero exit raises CommandError as run() does.
+    """
+    args = [os.fspath(c) for c in cmd]
+    log.debug("+ %s", shlex.join(args))
+    chunks: list[bytes] = []
+    size = 0
+    # stderr goes to a file, not a pipe: a pipe nobody reads while stdout is read could fill and hang.
+    with tempfile.TemporaryFile() as errfile:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
+        except FileNotFoundError as e:
+            raise CommandError(args, 127, f"{args[0]}: not found") from e
+        with proc:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    proc.kill()
+                    proc.wait()
+                    raise CommandError(args, -9, f"more than {limit} bytes of output; stopped")
+                chunks.append(chunk)
+            returncode = proc.wait()
+        errfile.seek(0)
+        stderr = errfile.read().decode(errors="replace")
+    if stderr:
+        log.debug("%s", stderr.rstrip())
+    if returncode != 0:
+        raise CommandError(args, returncode, "\n".join(stderr.splitlines()[-20:]))
+    return b"".join(chunks)

@@ -58,3 +58,13 @@ def test_within_budget_or_ignored_passes(ctx):
     check_budget(dataclasses.replace(ctx, profile=skipped), 4 << 20, "the ISO", ())
     unlimited = dataclasses.replace(ctx.profile, media=Media())
     check_budget(dataclasses.replace(ctx, profile=unlimited), 1 << 40, "the ISO", ())
+
+
+def test_xen_toolstack_found_whatever_its_version(ctx):
+    tree = ctx.rootfs
+    (tree / "usr/lib/xen-4.20/bin").mkdir(parents=True)
+    (tree / "usr/lib/xen-4.20/bin/xl").write_bytes(b"\0" * (1 << 20))
+    (tree / "usr/lib/xen-common").mkdir()
+    rows = {name: hint for name, _, hint in contributors(ctx)}
+    assert rows["  base: /usr/lib/xen-4.20 (estimated)"] == "the Xen toolstack"
+    assert not any("xen-common" in name for name in rows)

@@ -49,3 +49,16 @@ def test_setup_ci_and_dockerfile_share_the_host_package_list():
 def test_docker_context_leaves_out_the_local_venv_and_images():
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv/" in ignored and "*.iso" in ignored
+
+
+def test_read_output_returns_bytes_and_refuses_too_many():
+    from builder.run import read_output
+
+    assert read_output(["printf", "\\000\\377ok"], limit=4) == b"\0\xffok"
+    with pytest.raises(CommandError, match="more than 1000 bytes of output; stopped"):
+        read_output(["head", "-c", "5000000", "/dev/zero"], limit=1000)
+    with pytest.raises(CommandError) as info:
+        read_output(["sh", "-c", "echo half; echo why >&2; exit 4"], limit=100)
+    assert "exited with status 4" in info.value.message and "why" in info.value.message
+    with pytest.raises(CommandError, match="not found"):
+        read_output(["no-such-program-xenlive"], limit=10)

@@ -94,9 +94,9 @@ def unique_names(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
 @rule(id="dom0-packages", title="xenlive's own dom0 packages stay")
 def dom0_packages(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
     """dom0 without Xen's tools, live-boot or systemd does not boot; removing one is a mistake."""
-    from builder.stages.rootfs import base_packages
+    from builder.packages import dom0_packages
 
-    base = set(base_packages(profile.dom0.suite))
+    base = set(dom0_packages(profile.dom0.suite))
     for i, package in enumerate(profile.dom0.remove_packages):
         if package in base:
             yield Finding(f"{package!r} is part of xenlive's own dom0 and cannot be removed",

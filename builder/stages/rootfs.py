@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
-from importlib import resources
 from pathlib import Path
 
 from builder import cache, mmdebstrap
 from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.fsutil import unmount_below
+from builder.packages import dom0_packages
 from builder.run import run
 
 log = logging.getLogger(__name__)
 
-REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs"]
+# zstd: not to make the tree, but to read it (introspect.py): trixie's kernel is zstd-compressed.
+REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs", "zstd"]
 STAGE_VERSION = 1  # bump when the way the tree is made changes
 
 # Files that go on the medium itself, not into the squashfs.
@@ -34,17 +35,6 @@ DPKG_OPTIONS = [
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
 ]
-
-
-def base_packages(suite: str) -> list[str]:
-    """xenlive's own dom0 package list (builder/data/dom0-packages.txt)."""
-    text = resources.files("builder").joinpath("data/dom0-packages.txt").read_text()
-    return [p for p in (line.split("#")[0].strip() for line in text.splitlines()) if p]
-
-
-def dom0_packages(suite: str, extra: tuple[str, ...]) -> list[str]:
-    packages = base_packages(suite)
-    return packages + [p for p in extra if p not in packages]
 
 
 def rootfs_key(ctx: BuildContext) -> str:

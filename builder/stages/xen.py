@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 from builder import medium
 from builder.context import BuildContext
+from builder.introspect import dpkg_status
 from builder.stages.rootfs import boot_file
 
 
@@ -20,14 +20,9 @@ def install_xen(ctx: BuildContext) -> None:
 
 
 def package_versions(tree: Path) -> dict[str, str]:
-    """Installed packages and versions, read from the tree's dpkg status file."""
-    versions: dict[str, str] = {}
-    status = tree / "var/lib/dpkg/status"
-    for block in status.read_text(errors="replace").split("\n\n"):
-        fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", block, flags=re.M))
-        if "Package" in fields and "install ok installed" in fields.get("Status", ""):
-            versions[fields["Package"]] = fields.get("Version", "")
-    return versions
+    """Installed packages and versions (introspect.dpkg_status; dom0_platform has Xen's, the kernel's
+    and live-boot's found by the files they own)."""
+    return dpkg_status(tree)
 
 
 def xen_version(versions: dict[str, str]) -> str:

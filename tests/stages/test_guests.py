@@ -518,3 +518,29 @@ def test_mmdebstrap_hooks_for_every_kind_of_account_golden(tmp_path: Path, golde
     (tmp_path / "hooks.yaml").write_text(HOOK_USERS_PROFILE)
     (deb,) = load_profile(tmp_path / "hooks.yaml").guests
     golden("guests/deb-account-hooks.txt", "".join(f"{h}\n" for h in guests_module.debian_hooks(deb, Path("/O"))))
+
+
+@pytest.mark.parametrize("suffix", [".ko", ".ko.xz"])  # bookworm's modules, trixie's
+def test_debian_guest_module_trim_keeps_netfront(kinds: BuildContext, tmp_path: Path, suffix: str) -> None:
+    """The trim hook, run by sh on a fake guest tree (chroot faked on PATH): the PV network driver
+    survives whether modules are plain or compressed, and the drivers a PV guest lacks go."""
+    deb = next(g for g in kinds.profile.guests if g.name == "deb")
+    (trim,) = [h.removeprefix("--customize-hook=") for h in guests_module.debian_hooks(deb, tmp_path / "o")
+               if h.startswith("--customize-hook=for m in")]  # fmt: skip
+    root = tmp_path / "root"
+    mods = root / "usr/lib/modules/6.12.117+deb13-amd64/kernel"
+    for rel in ("drivers/net/xen-netfront", "drivers/net/e1000e", "drivers/xen/xen-evtchn", "drivers/gpu/drm",
+                "sound/core/snd"):  # fmt: skip
+        (mods / (rel + suffix)).parent.mkdir(parents=True, exist_ok=True)
+        (mods / (rel + suffix)).write_bytes(b"module")
+    (root / "lib").symlink_to("usr/lib")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "chroot").write_text('#!/bin/sh\necho "$@" >> "${0%/*}/chroot.log"\n')
+    (bin_dir / "chroot").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", trim, "sh", str(root)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    left = sorted(p.relative_to(mods).as_posix() for p in mods.rglob("*") if p.is_file())
+    assert left == [f"drivers/net/xen-netfront{suffix}", f"drivers/xen/xen-evtchn{suffix}"]
+    assert (bin_dir / "chroot.log").read_text() == f"{root} depmod 6.12.117+deb13-amd64\n"
