@@ -58,6 +58,8 @@ def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ..
         "seconds": {stage: round(seconds, 1) for stage, seconds in ctx.timings.items()},
         "cache_hits": ctx.cache_hits,
     }
+    versions = built_versions(ctx.platform)
+    summary["versions"] = versions
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -65,7 +67,14 @@ def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ..
         click.echo(f"{stage:<30} {seconds:7.1f} s", err=True)
     cached = ", ".join(f"{name} {'hit' if hit else 'miss'}" for name, hit in ctx.cache_hits.items())
     click.echo(f"{'cache':<30} {cached}", err=True)
+    click.echo("built: " + ", ".join(f"{k} {v}" for k, v in versions.items()), err=True)
     click.echo(f"{output} ({output.stat().st_size / 2**20:.0f} MiB, sha256 {ctx.output_sha256})")
+
+
+def built_versions(platform: dict[str, Any]) -> dict[str, str]:
+    """Xen, the kernel and live-boot as the build resolved them (from the manifest's dom0 facts)."""
+    parts = {"xen": "xen", "linux": "kernel", "live-boot": "live_boot"}
+    return {name: str((platform.get(key) or {}).get("package_version") or "?") for name, key in parts.items()}
 
 
 @cli.command()

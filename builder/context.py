@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builder.errors import UsageError
 from builder.profile.model import Profile
@@ -42,6 +43,7 @@ class BuildContext:
     base_squashfs: Path | None = None
     build_id: str = ""  # names the medium, so GRUB finds this ISO and not another one
     output_sha256: str = ""  # set once the ISO is written
+    platform: dict[str, Any] = field(default_factory=dict)  # Xen, kernel, live-boot as built (manifest "dom0")
     epoch: int = 0  # every timestamp in the output (SOURCE_DATE_EPOCH, else the build's start)
     # What the build keeps until it ends (the locks on the cache entries it uses); pipeline.build closes it.
     holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)

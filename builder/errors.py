@@ -57,6 +57,7 @@ class CommandError(XenliveError):
         super().__init__(f"command {what}: {shlex.join(cmd)}\n{tail}")
         self.cmd = cmd
         self.returncode = returncode
+        self.stderr_tail = stderr_tail
 
 
 class TemplateError(XenliveError):

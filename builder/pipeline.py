@@ -18,6 +18,7 @@ from builder.checks.profile_rules import require_fits
 from builder.context import BuildContext, source_date_epoch
 from builder.errors import UsageError
 from builder.fsutil import sha256_file, tree_size
+from builder.introspect import dom0_platform
 from builder.log import step
 from builder.profile import Firmware, Profile, to_data
 from builder.run import require_tools
@@ -112,8 +113,10 @@ def write_manifest(ctx: BuildContext) -> None:
     files = {}
     for path in sorted(p for p in ctx.staging.rglob("*") if p.is_file()):
         files[path.relative_to(ctx.staging).as_posix()] = sha256_file(path)
+    ctx.platform = dom0_platform(tree)
     manifest = {
         "profile": to_data(ctx.profile),
+        "dom0": ctx.platform,
         "build_id": ctx.build_id,
         "epoch": ctx.epoch,
         "xen": xen_version(versions),

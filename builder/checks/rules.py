@@ -37,13 +37,13 @@ def _names(guests: list[Guest]) -> str:
 
 @check(id="cpu-64bit", severity=Severity.ERROR, title="64-bit CPU")
 def cpu_64bit(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
-    """Xen 4.17 is a 64-bit hypervisor only; on a CPU without long mode (lm) nothing but the
+    """Xen runs on 64-bit x86 only; on a CPU without long mode (lm) nothing but the
     "Linux without Xen" entry can boot, and Debian's amd64 kernel cannot boot there either."""
     if not target.cpu.model and not target.cpu.flags:
         yield unknown("the CPU's architecture is not known")
     elif target.cpu.arch != "x86_64" or "lm" not in target.flags:
         yield Finding(
-            f"{target.cpu.model} is a 32-bit CPU (no long mode); Xen 4.17 and the amd64 dom0 need a 64-bit CPU",
+            f"{target.cpu.model} is a 32-bit CPU (no long mode); Xen and the amd64 dom0 need a 64-bit CPU",
             "use a machine with a 64-bit CPU (Core 2 or later, any Athlon 64 or later)",
         )
 
@@ -240,7 +240,7 @@ def guest_kernels(profile: Profile, target: Target, built: BuiltFacts) -> Iterat
 @check(id="pv32-guests", severity=Severity.ERROR, title="no 32-bit PV guests on a Xen without PV32",
        needs_build=True)  # fmt: skip
 def pv32_guests(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
-    """Debian's Xen 4.17 is built without CONFIG_PV32: a 32-bit PV kernel (Xenoppix's era) cannot
+    """Debian builds Xen without CONFIG_PV32 (read from /boot/xen-*.config): a 32-bit PV kernel (Xenoppix's era) cannot
     start; it must be 64-bit, or run as PVH/HVM."""
     for g in profile.guests:
         k = built.guest_kernels.get(g.name)

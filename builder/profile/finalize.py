@@ -25,7 +25,8 @@ from builder.profile.model import (
 
 
 def finalize(profile: Profile) -> Profile:
-    """Derived defaults, in one place: the packages and services that the dom0 settings need."""
+    """Derived defaults, in one place: the packages and services that the dom0 settings need, and
+    the suite of Debian guests that name none (dom0's)."""
     dom0 = profile.dom0
     wanted = list(dom0.packages)
     if dom0.locale not in BUILTIN_LOCALES:
@@ -42,7 +43,11 @@ def finalize(profile: Profile) -> Profile:
     if dom0.network.dhcp or dom0.network.bridge:
         services += [u for u in NETWORK_UNITS if u not in services]
     dom0 = dataclasses.replace(dom0, packages=tuple(packages), services=tuple(services))
-    return dataclasses.replace(profile, dom0=dom0)
+    guests = tuple(
+        dataclasses.replace(g, debian=dataclasses.replace(g.debian, suite=g.debian.suite or dom0.suite))
+        for g in profile.guests
+    )
+    return dataclasses.replace(profile, dom0=dom0, guests=guests)
 
 
 def to_data(obj: Any) -> Any:

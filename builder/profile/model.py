@@ -37,6 +37,7 @@ FILE_MODE = re.compile(r"0?[0-7]{3}|[0-7]{4}")
 
 # A Debian suite or codename, never an option: mmdebstrap receives it as a positional argument.
 SUITE = re.compile(r"[a-z][a-z0-9-]{1,30}")
+OPTIONAL_SUITE = re.compile(r"([a-z][a-z0-9-]{1,30})?")
 # A plain http(s) mirror URL: no spaces, no `[option=value]` that would turn signature checks off.
 MIRROR = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%+-]+)*/?")
 # Kernel and Xen command lines: words of safe characters separated by single spaces. No quotes,
@@ -214,7 +215,12 @@ class File:
 class Dom0:
     """The live Debian control domain: its packages, settings, overlays and files."""
 
-    suite: str = field(default="bookworm", metadata=_meta("Debian suite of dom0", pattern=SUITE))
+    suite: str = field(
+        default="trixie",
+        metadata=_meta(
+            "Debian suite of dom0: trixie (Debian 13, Xen 4.20) or bookworm (Debian 12, Xen 4.17)", pattern=SUITE
+        ),
+    )
     mirror: str = field(
         default="http://deb.debian.org/debian", metadata=_meta("Debian mirror URL (http or https)", pattern=MIRROR)
     )
@@ -281,7 +287,7 @@ READY_PATTERN = ERE_PORTABLE
 class DebianGuest:
     """A Debian system built with mmdebstrap into the guest's own ext4 disk; it boots its own kernel."""
 
-    suite: str = field(default="bookworm", metadata=_meta("Debian suite of the guest", pattern=SUITE))
+    suite: str = field(default="", metadata=_meta("Debian suite of the guest; default: dom0's", pattern=OPTIONAL_SUITE))
     mirror: str = field(
         default="http://deb.debian.org/debian", metadata=_meta("Debian mirror URL (http or https)", pattern=MIRROR)
     )

@@ -36,7 +36,7 @@ from typing import Any
 from builder import cache, cpio, medium, mmdebstrap
 from builder.checks.rules import guest_need_mib
 from builder.context import BuildContext
-from builder.errors import XenliveError
+from builder.errors import CommandError, XenliveError
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
 from builder.run import run
 from builder.stages.rootfs import boot_file
@@ -365,7 +365,16 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
             os.chmod(path, mode)
         tarball = tmp / "root.tar"
         log.info("    mmdebstrap %s guest %s", guest.debian.suite, guest.name)
-        run(mmdebstrap_command(guest, overlay, tarball), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+        try:
+            run(mmdebstrap_command(guest, overlay, tarball), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+        except CommandError as e:
+            i = ctx.profile.guests.index(guest)
+            key = f"guests[{i}].debian.suite"
+            d = guest.debian
+            bad = mmdebstrap.explain(e, suite=d.suite, mirror=d.mirror, where=ctx.profile.where(key), key=key)
+            if bad is None:
+                raise
+            raise bad from e
         tree_bytes, inodes = extract_boot(tarball, tmp)
         size = disk_size_mib(guest, tree_bytes, inodes)
         log.info("    mkfs.ext4 -d: %d MiB disk for guest %s", size, guest.name)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from builder import cache, mmdebstrap
 from builder.context import BuildContext
-from builder.errors import XenliveError
+from builder.errors import CommandError, XenliveError
 from builder.fsutil import unmount_below
 from builder.packages import dom0_packages
 from builder.run import run
@@ -72,8 +72,15 @@ def build_rootfs(ctx: BuildContext) -> None:
 
     def make(tmp: Path) -> list[str]:
         log.info("    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
+        dom0 = ctx.profile.dom0
         try:
             run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+        except CommandError as e:
+            where = ctx.profile.where("dom0.suite")
+            bad = mmdebstrap.explain(e, suite=dom0.suite, mirror=dom0.mirror, where=where, key="dom0.suite")
+            if bad is None:
+                raise
+            raise bad from e
         finally:
             unmount_below(tmp / "tree")
         log.info("    mksquashfs (zstd)")

@@ -52,7 +52,7 @@ def test_boot_time_report_and_ready_line(tmp_path: Path) -> None:
     result = json.loads(boot.stdout)
     assert boot.returncode == 1  # a guest the profile asked for did not run: the boot test says so
     console = (Path(result["report_dir"]) / "console.log").read_text(errors="replace")
-    assert "XENLIVE-HWCHECK host: Xen 4.17" in console
+    assert "XENLIVE-HWCHECK host: Xen 4." in console
     assert "XENLIVE-HWCHECK ok   guest tiny (pv, 128 MiB, 1 vCPU)" in console
     # dom0 counts as the build-time budget does: memory, overhead and the initrd as it is on the medium.
     need = guest_need_mib(Guest(name="big", memory=1536), medium_file_size(iso, "/guests/big/initrd.img"))

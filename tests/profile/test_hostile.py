@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ProfileError
-from builder.mmdebstrap import mmdebstrap_command
 from builder.profile import load_profile
 
 from ..conftest import REPO
@@ -60,13 +59,6 @@ def refused(tmp_path: Path, text: str) -> str:
 )
 def test_hostile_values_are_refused_with_their_place(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in refused(tmp_path, "name: p\n" + text)
-
-
-def test_option_like_values_cannot_become_options() -> None:
-    """Even were a value to get through, `--` ends mmdebstrap's options before suite, target and mirror."""
-    cmd = mmdebstrap_command(suite="trixie", mirror="http://deb.debian.org/debian", target=Path("t"),
-                             packages=["a"], dpkg_options=[])  # fmt: skip
-    assert cmd[-4:] == ["--", "trixie", "t", "http://deb.debian.org/debian"]
 
 
 def test_fifo_and_devices_are_refused_at_once(tmp_path: Path) -> None:

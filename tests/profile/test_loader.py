@@ -35,7 +35,7 @@ def test_builtin_name_resolves_to_profiles_dir():
 
 def test_minimal_profile_gets_defaults(write_profile):
     profile = load_profile(write_profile("name: lab\n"))
-    assert profile.dom0.suite == "bookworm"
+    assert profile.dom0.suite == "trixie"
     assert profile.xen.cmdline.startswith("dom0_mem=")
     assert profile.guests == ()
 
@@ -267,3 +267,17 @@ def test_unknown_yaml_tag_is_a_profile_error(write_profile):
     path = write_profile("name: lab\ndom0:\n  hostname: !!weird xenlive\n")
     (msg,) = problems(path)
     assert msg.startswith(f"{path}:3:13: dom0.hostname: cannot read this value: could not determine a constructor")
+
+
+def test_debian_guests_default_to_dom0s_suite(write_profile):
+    path = write_profile(
+        "name: lab\ndom0: {suite: bookworm}\nguests:\n  - {name: a, kind: debian}\n"
+        "  - {name: b, kind: debian, debian: {suite: trixie}}\n"
+    )
+    a, b = load_profile(path).guests
+    assert (a.debian.suite, b.debian.suite) == ("bookworm", "trixie")
+
+
+def test_shipped_bookworm_profile_is_the_default_on_debian_12():
+    profile = load_profile("bookworm")
+    assert profile.dom0.suite == "bookworm" and [g.name for g in profile.guests] == ["tiny"]
