@@ -97,7 +97,7 @@ def with_guest_dom0_packages(profile: Profile) -> Profile:
 
 def check_output_path(output: Path) -> None:
     """Refuse an output the ISO could not be written to, before any long step starts."""
-    parent = output.resolve().parent
+    parent = output.parent.resolve()
     if not parent.is_dir():
         raise UsageError(f"{output}: directory {parent} does not exist", hint="create it, or choose another -o")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -68,3 +68,52 @@ def test_xen_toolstack_found_whatever_its_version(ctx):
     rows = {name: hint for name, _, hint in contributors(ctx)}
     assert rows["  base: /usr/lib/xen-4.20 (estimated)"] == "the Xen toolstack"
     assert not any("xen-common" in name for name in rows)
+
+
+def test_hvm_guests_bring_their_device_model_into_dom0(tmp_path: Path) -> None:
+    from builder.pipeline import with_guest_dom0_packages
+
+    plain = load_profile(None)
+    assert with_guest_dom0_packages(plain) is plain  # the cached dom0 stays the same
+    (tmp_path / "d.iso").write_bytes(b"x")
+    import hashlib
+
+    digest = hashlib.sha256(b"x").hexdigest()
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nguests:\n  - {name: w, kind: image, type: hvm, cdrom: d.iso, cdrom_sha256: " + digest + "}\n"
+    )
+    packages = with_guest_dom0_packages(load_profile(tmp_path / "p.yaml")).dom0.packages
+    assert "qemu-system-xen" in packages
+
+
+def test_output_paths_that_cannot_be_written_are_refused_first(tmp_path: Path) -> None:
+    from builder.errors import UsageError
+    from builder.pipeline import check_output_path
+
+    with pytest.raises(UsageError, match="does not exist"):
+        check_output_path(tmp_path / "missing/out.iso")
+    (tmp_path / "dir.iso").mkdir()
+    with pytest.raises(UsageError, match="is a directory"):
+        check_output_path(tmp_path / "dir.iso")
+    check_output_path(tmp_path / "fine.iso")
+
+
+def test_beside_the_iso_its_manifest_and_one_sha256sums_line_per_iso(ctx: BuildContext) -> None:
+    import hashlib
+
+    from builder.pipeline import write_beside_iso
+
+    out = ctx.output
+    (ctx.staging / "xenlive").mkdir(parents=True)
+    (ctx.staging / "xenlive/manifest.json").write_text('{"files": {}}\n')
+    out.write_bytes(b"new iso")
+    (out.parent / "SHA256SUMS").write_text(f"{'0' * 64}  {out.name}\n{'1' * 64}  a.iso\n{'2' * 64}  z.iso\n")
+    write_beside_iso(ctx)
+    lines = (out.parent / "SHA256SUMS").read_text().splitlines()
+    assert lines == [
+        f"{'1' * 64}  a.iso",
+        f"{hashlib.sha256(b'new iso').hexdigest()}  {out.name}",
+        f"{'2' * 64}  z.iso",
+    ]
+    assert (out.parent / f"{out.name}.manifest.json").read_text() == '{"files": {}}\n'
+    assert ctx.output_sha256 == hashlib.sha256(b"new iso").hexdigest()
