@@ -369,9 +369,9 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
             run(mmdebstrap_command(guest, overlay, tarball), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
         except CommandError as e:
             i = ctx.profile.guests.index(guest)
-            key = f"guests[{i}].debian.suite"
+            at = f"guests[{i}].debian.suite"
             d = guest.debian
-            bad = mmdebstrap.explain(e, suite=d.suite, mirror=d.mirror, where=ctx.profile.where(key), key=key)
+            bad = mmdebstrap.explain(e, suite=d.suite, mirror=d.mirror, where=ctx.profile.where(at), key=at)
             if bad is None:
                 raise
             raise bad from e
