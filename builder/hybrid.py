@@ -3,7 +3,9 @@
 pycdlib 1.22 writes an MBR with the ESP inside the ISO partition, a GPT whose partition-array CRC
 is wrong and a backup GPT whose disk and partition GUIDs differ from the primary's.
 finish_hybrid() lays the partitions side by side and rewrites both GPTs from the primary's
-entries, so partitioning tools accept the image as a valid GPT disk.
+entries, so partitioning tools accept the image as a valid GPT disk. It also pads the volume to a
+whole cylinder and puts the backup GPT at the very end even when the padding is shorter than the
+GPT, over the volume's last bytes; padding_after_volume() is the padding xenlive asks for instead.
 
 The functions work on any seekable object (`Disk`), not only on files: verify runs the very same
 code on a SparseImage holding just the areas outside the volume, to learn what mastering writes
@@ -24,6 +26,7 @@ GPT_SIGNATURE = b"EFI PART"
 HEADER_FMT = "<8sIIIIQQQQ16sQIII"  # up to and including the partition array CRC
 HEADER_SIZE = struct.calcsize(HEADER_FMT)  # 92
 MAX_ARRAY_BYTES = 128 * 128  # the array pycdlib writes; a larger claim is never read
+BACKUP_GPT_BYTES = MAX_ARRAY_BYTES + SECTOR  # the image's last 33 sectors: the array, then the header
 ESP_TYPE = bytes.fromhex("28732ac11ff8d211ba4b00a0c93ec93b")  # C12A7328-F81F-11D2-BA4B-00A0C93EC93B
 
 
@@ -69,6 +72,22 @@ class GptHeader:
     @property
     def array_bytes(self) -> int:
         return self.num_entries * self.entry_size
+
+
+def padding_after_volume(volume_bytes: int, cylinder: int, backup_gpt: bool) -> int:
+    """The zeros between the ISO 9660 volume and the image's end.
+
+    Up to a whole cylinder, as isohybrid does (the MBR partition ends on one, for firmware that
+    still counts in CHS). With a backup GPT, at least BACKUP_GPT_BYTES, one cylinder more when the
+    rest of the last one is shorter: the GPT is written over the end of the padding, and anything
+    of it that reached into the volume would overwrite the volume's last file.
+    """
+    if cylinder <= 0:
+        raise ValueError(f"cylinder of {cylinder} bytes")
+    padding = -volume_bytes % cylinder
+    while backup_gpt and padding < BACKUP_GPT_BYTES:
+        padding += cylinder
+    return padding
 
 
 def _read(f: Disk, lba: int, count: int = 1) -> bytes:

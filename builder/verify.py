@@ -33,7 +33,15 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.errors import UsageError
-from builder.hybrid import MAX_ARRAY_BYTES, SECTOR, SYSTEM_AREA, Region, gpt_regions, mbr_regions
+from builder.hybrid import (
+    BACKUP_GPT_BYTES,
+    GPT_SIGNATURE,
+    SECTOR,
+    SYSTEM_AREA,
+    Region,
+    gpt_regions,
+    mbr_regions,
+)
 from builder.medium import BOOT_CATALOG, EFI_IMAGE, ISOLINUX_BIN, MANIFEST
 from builder.stages.boot import BOOT_INFO_TABLE
 from builder.stages.iso import PLATFORM_UEFI, hybrid_areas
@@ -501,12 +509,9 @@ def _check_outside_volume(
     after = head_regions[-1].end
     head_regions.append(Region(after, SYSTEM_AREA, f"system area after the {'GPT' if efi else 'MBR'}"))
     problems = _compare(_read_at(f, 0, SYSTEM_AREA), bytes(image.head), head_regions)
-    backup_at = image.size - MAX_ARRAY_BYTES - SECTOR if efi else image.size
-    if image.tail_start < volume:
-        problems.append(
-            f"the backup GPT overlaps the last {volume - image.tail_start} bytes of the ISO 9660 volume "
-            "(mastering put the volume's end too close to a 1 MiB boundary)"
-        )
+    backup_at = image.size - BACKUP_GPT_BYTES if efi else image.size
+    if efi:
+        problems += _check_backup_gpt_room(f, size, volume)
     tail_regions = [Region(image.tail_start, backup_at, "padding after the ISO 9660 volume")]
     if efi:
         tail_regions += gpt_regions("backup", image.size - 512, backup_at)
@@ -520,6 +525,22 @@ def _check_outside_volume(
         after_what = "backup GPT" if efi else "padding after the ISO 9660 volume"
         problems.append(f"{size - image.size} appended bytes after the {after_what}")
     return problems
+
+
+def _check_backup_gpt_room(f: BinaryIO, size: int, volume: int) -> list[str]:
+    """A GPT header in the image's last sector whose 33 sectors reach back into the volume.
+
+    xenlive always leaves room for the backup GPT after the volume; an image whose GPT overwrote the
+    volume's last bytes (as pycdlib's own padding did when the volume ended within 16,896 bytes of
+    a 1 MiB boundary) fails that last file's checksum too, and this says why.
+    """
+    start = size - BACKUP_GPT_BYTES
+    if start >= volume or _read_at(f, size - SECTOR, len(GPT_SIGNATURE)) != GPT_SIGNATURE:
+        return []
+    return [
+        f"the backup GPT at the image's end overlaps the last {volume - max(start, 0)} bytes of the ISO 9660 "
+        f"volume (only {size - volume} bytes follow the volume, the GPT takes {BACKUP_GPT_BYTES})"
+    ]
 
 
 def _read_at(f: BinaryIO, offset: int, size: int) -> bytes:

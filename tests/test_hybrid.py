@@ -10,6 +10,7 @@ import pycdlib.isohybrid
 import pytest
 
 from builder.hybrid import (
+    BACKUP_GPT_BYTES,
     ESP_TYPE,
     GPT_HEADER_FIELDS,
     SECTOR,
@@ -20,6 +21,7 @@ from builder.hybrid import (
     finish_hybrid,
     gpt_regions,
     mbr_regions,
+    padding_after_volume,
     read_gpt,
 )
 
@@ -52,6 +54,39 @@ def header_crc_ok(sector: bytes) -> bool:
     (crc,) = struct.unpack_from("<I", raw, 16)
     raw[16:20] = bytes(4)
     return zlib.crc32(bytes(raw)) == crc
+
+
+def test_pycdlib_writes_the_backup_gpt_over_a_volume_ending_near_a_cylinder_boundary():
+    """The fault padding_after_volume exists for; if pycdlib fixes it, this test says so."""
+    hybrid = pycdlib.isohybrid.IsoHybrid()
+    hybrid.new(True, False, 1, 0x12345678, 0, 32, 64, 0)
+    volume = 3 * 2**20 - 4 * 2048
+    hybrid.update_efi(EFI_LBA, EFI_SECTORS, volume)
+    assert len(hybrid.record_padding(volume)) == 4 * 2048 < BACKUP_GPT_BYTES
+    assert hybrid.secondary_gpt.header.current_lba == 3 * 2**20 // SECTOR - 1  # the image's last sector
+
+
+@pytest.mark.parametrize(
+    ("room", "gpt", "padding"),
+    [
+        (0, False, 0),  # BIOS only: up to the cylinder, as pycdlib pads
+        (8192, False, 8192),
+        (0, True, 2**20),  # a backup GPT never fits in no padding: one cylinder more
+        (8192, True, 8192 + 2**20),
+        (BACKUP_GPT_BYTES - 512, True, BACKUP_GPT_BYTES - 512 + 2**20),
+        (BACKUP_GPT_BYTES, True, BACKUP_GPT_BYTES),  # fits exactly
+        (2**20 - 2048, True, 2**20 - 2048),
+    ],
+)
+def test_padding_after_the_volume_holds_the_backup_gpt(room, gpt, padding):
+    for cylinders in (1, 7):
+        assert padding_after_volume(cylinders * 2**20 - room, 2**20, gpt) == padding
+
+
+def test_padding_with_a_cylinder_smaller_than_the_gpt_adds_as_many_as_it_takes():
+    assert padding_after_volume(10 * 4096, 4096, True) == 5 * 4096 >= BACKUP_GPT_BYTES
+    with pytest.raises(ValueError, match="cylinder of 0 bytes"):
+        padding_after_volume(4096, 0, True)
 
 
 def test_pycdlib_layout_needs_repair():

@@ -536,14 +536,53 @@ def test_cli_verify_exit_codes_and_lines(pristine, tmp_path):
     assert proc.returncode == 2 and "--sha256: expected 64 hexadecimal digits, got 'nothex'" in proc.stderr
 
 
-def test_backup_gpt_over_the_end_of_the_volume_is_named(master):
-    """pycdlib pads the image to a whole MiB and puts the 33-sector backup GPT at its very end, also when
-    the padding is shorter than that: then the GPT overwrites the volume's last file."""
+def ending_short_of_a_mib(master, room: int) -> tuple[Path, dict[str, bytes]]:
+    """An ISO whose ISO 9660 volume ends `room` bytes before a 1 MiB boundary (a filler file sized to
+    get there), and the extra file it holds."""
     filler = 100_000
     volume = layout_of(master(extra={"zz/filler.bin": bytes(filler)})).volume
-    filler += (2**20 - 4 * BLOCK - volume) % 2**20  # leave 8 KiB of padding
-    iso = master(extra={"zz/filler.bin": bytes(filler)})
-    assert layout_of(iso).volume % 2**20 == 2**20 - 4 * BLOCK
-    problems = verify_iso(iso).problems
-    assert problems[0].startswith("the backup GPT overlaps the last 8704 bytes of the ISO 9660 volume"), problems
+    filler += (-room - volume) % 2**20
+    extra = {"zz/filler.bin": bytes(range(256)) * (filler // 256) + bytes(filler % 256)}
+    iso = master(extra=extra)
+    assert -layout_of(iso).volume % 2**20 == room
+    return iso, extra
+
+
+@pytest.mark.skipif(not shutil.which("sgdisk"), reason="sgdisk (gdisk) not installed")
+@pytest.mark.parametrize("room", [0, 4 * BLOCK, 8 * BLOCK, 9 * BLOCK, 100 * BLOCK])
+def test_the_backup_gpt_never_lands_on_the_volume(master, staged, room):
+    """pycdlib pads to a whole MiB and puts the 33-sector backup GPT at the very end, also when the
+    padding is shorter than that: mastering then adds a MiB, so the volume's last file stays whole."""
+    iso, extra = ending_short_of_a_mib(master, room)
+    layout = layout_of(iso)
+    assert layout.size == layout.volume + (room if room >= 33 * SECTOR else room + 2**20)
+    data = iso.read_bytes()
+    last = max(layout.extents, key=lambda path: sum(layout.extents[path]))
+    start, length = layout.extents[last]
+    rel = last.lstrip("/")
+    assert data[start : start + length] == (extra[rel] if rel in extra else (staged(BOTH) / rel).read_bytes()), last
+    assert data[-SECTOR:].startswith(b"EFI PART") and data[layout.volume : -33 * SECTOR] == bytes(
+        layout.size - 33 * SECTOR - layout.volume
+    )
+    assert verify_iso(iso).problems == []
+    sgdisk = subprocess.run(["sgdisk", "-v", "--", str(iso)], capture_output=True, text=True, check=False)
+    assert "No problems found" in sgdisk.stdout, sgdisk.stdout
+    assert master(extra=extra).read_bytes() == data  # the same build mastered again: the same bytes
+
+
+def test_backup_gpt_over_the_end_of_the_volume_is_named(master, tmp_path):
+    """A crafted image with the backup GPT over the volume's last 8704 bytes, as pycdlib's own padding
+    left it when the volume ended within 16,896 bytes of a MiB boundary: the extra MiB cut off and the
+    GPT moved to the new end."""
+    iso, _extra = ending_short_of_a_mib(master, 4 * BLOCK)
+    data = bytearray(iso.read_bytes())
+    crafted = data[: -(2**20)]
+    crafted[-33 * SECTOR :] = data[-33 * SECTOR :]
+    out = tmp_path / "crafted.iso"
+    out.write_bytes(bytes(crafted))
+    problems = verify_iso(out).problems
+    assert problems[0] == (
+        "the backup GPT at the image's end overlaps the last 8704 bytes of the ISO 9660 volume "
+        "(only 8192 bytes follow the volume, the GPT takes 16896)"
+    ), problems
     assert "/EFI/BOOT/BOOTX64.EFI: sha256 differs from the manifest" in problems  # the volume's last file

@@ -30,7 +30,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.context import BuildContext
 from builder.errors import IsoError
-from builder.hybrid import SYSTEM_AREA, SparseImage, finish_hybrid
+from builder.hybrid import SECTOR, SYSTEM_AREA, SparseImage, finish_hybrid, padding_after_volume
 from builder.medium import BOOT_CATALOG, EFI_IMAGE, ISOLINUX_BIN
 from builder.profile.model import Firmware
 
@@ -98,6 +98,25 @@ def pinned_pycdlib(epoch: int, seed: str) -> Iterator[random.Random]:
             setattr(module, name, value)
 
 
+class RoomyHybrid(pycdlib.isohybrid.IsoHybrid):
+    """pycdlib's isohybrid MBR and GPT, with padding after the volume that always holds the backup GPT.
+
+    pycdlib pads to a whole cylinder (1 MiB) and writes the 33-sector backup GPT at the very end,
+    however short the padding: on a volume ending less than 16,896 bytes before a cylinder boundary
+    (about one build in sixty) the GPT overwrote the end of the volume's last file, and UEFI boot
+    with it. _calc_cc() is where pycdlib derives the padding and everything that depends on it (the
+    MBR partition's size and end CHS, the GPT's backup LBA and last usable LBA), so they all follow
+    padding_after_volume(). Without a GPT (BIOS only) the padding stays pycdlib's.
+    """
+
+    __slots__ = ()
+
+    def _calc_cc(self, iso_size: int) -> tuple[int, int]:
+        cylinder = self.geometry_heads * self.geometry_sectors * SECTOR
+        padding = padding_after_volume(iso_size, cylinder, self.efi)
+        return min((iso_size + padding) // cylinder, 1024), padding  # 1024: the most an MBR's CHS can say
+
+
 def master_iso(ctx: BuildContext, accept: Callable[[Path], None] | None = None) -> None:
     """Master the staged medium into ctx.output; `accept(tmp_iso)` may refuse it (raise) before the rename."""
     tmp = ctx.output.with_name(f".{ctx.output.name}.tmp-{os.getpid()}")
@@ -143,6 +162,9 @@ def _master(ctx: BuildContext, tmp: Path, rng: random.Random) -> None:
         iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True, platform_id=PLATFORM_UEFI)
     if Firmware.BIOS in profile.media.boot:
         iso.add_isohybrid(mbr_id=rng.getrandbits(32), **_isohybrid_args(Firmware.UEFI in profile.media.boot))
+        # add_isohybrid() checks the boot file and builds pycdlib's own IsoHybrid; only its padding changes.
+        if iso.isohybrid_mbr is not None:
+            iso.isohybrid_mbr.__class__ = RoomyHybrid
     iso.write(os.fspath(tmp))
     iso.close()
 
@@ -163,19 +185,19 @@ def hybrid_areas(volume_bytes: int, isolinux_lba: int, efi: tuple[int, int] | No
 
     Derived from the volume's own structure: its size in bytes, the 2048-byte LBA of isolinux.bin
     and, with UEFI, the LBA and El Torito sector count of the EFI image. The result's `head` is
-    the system area (MBR and primary GPT), its `tail` the padding to a whole cylinder and the
-    backup GPT. It runs the same pycdlib calls with the same seed, and the same finish_hybrid(),
-    as mastering, so verify can compare the medium with it byte for byte.
+    the system area (MBR and primary GPT), its `tail` the padding (padding_after_volume()) and the
+    backup GPT. It runs the same pycdlib calls with the same seed, the same RoomyHybrid and the
+    same finish_hybrid() as mastering, so verify can compare the medium with it byte for byte.
     """
     with pinned_pycdlib(0, build_id) as rng:  # the same seed gives the same MBR id and GUIDs
-        hybrid = pycdlib.isohybrid.IsoHybrid()
+        hybrid = RoomyHybrid()
         hybrid.new(mbr_id=rng.getrandbits(32), **_isohybrid_args(efi is not None))
     hybrid.update_rba(isolinux_lba)
     if efi is not None:
         hybrid.update_efi(efi[0], efi[1], volume_bytes)
     size = volume_bytes + len(hybrid.record_padding(volume_bytes))
     backup = hybrid.secondary_gpt.record() if efi is not None else b""
-    image = SparseImage(size, SYSTEM_AREA, min(volume_bytes, size - len(backup)))
+    image = SparseImage(size, SYSTEM_AREA, volume_bytes)  # raises if the backup GPT reached into the volume
     image.write(hybrid.record(volume_bytes))
     image.seek(size - len(backup))
     image.write(backup)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import pycdlib
 import pytest
 
 from builder.context import BuildContext
-from builder.hybrid import SYSTEM_AREA
+from builder.hybrid import BACKUP_GPT_BYTES, SYSTEM_AREA
 from builder.profile import Firmware, load_profile
 from builder.stages.boot import install_bootloaders
-from builder.stages.iso import _IsoNames, hybrid_areas, master_iso
+from builder.stages.iso import RoomyHybrid, _isohybrid_args, _IsoNames, hybrid_areas, master_iso, pinned_pycdlib
 
 needs_tools = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("grub-mkimage", "mkfs.vfat", "mcopy", "xorriso"))
@@ -160,3 +161,37 @@ def test_uefi_only_medium_names_the_uefi_platform(small_medium):
                               capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "El Torito boot img :   1  UEFI  y   none" in eltorito
     assert ctx.output.read_bytes()[:SYSTEM_AREA] == bytes(SYSTEM_AREA)  # no MBR without BIOS
+
+
+def _hybrid_bytes(cls: type[pycdlib.isohybrid.IsoHybrid], volume: int, efi: bool) -> tuple[bytes, int, bytes]:
+    """What an isohybrid object writes for a volume: system area, padding length, backup GPT."""
+    with pinned_pycdlib(0, "0123abcd"):
+        hybrid = cls()
+        hybrid.new(mbr_id=0x12345678, **_isohybrid_args(efi))
+    hybrid.update_rba(1071)
+    if efi:
+        hybrid.update_efi(47, 4096, volume)
+    backup = hybrid.secondary_gpt.record() if efi else b""
+    return hybrid.record(volume), len(hybrid.record_padding(volume)), backup
+
+
+@pytest.mark.parametrize("efi", [True, False], ids=["bios+uefi", "bios"])
+@pytest.mark.parametrize("room", [0, 2048, 8 * 2048, 9 * 2048, 500 * 2048])
+def test_roomy_hybrid_differs_from_pycdlib_only_where_the_backup_gpt_did_not_fit(room, efi):
+    """The output layout changes for media whose volume ends within 16,896 bytes of a 1 MiB boundary:
+    one more MiB of padding, and the MBR partition, backup GPT LBA and last usable LBA follow it."""
+    volume = 5 * 2**20 - room
+    pycdlib_area, pycdlib_padding, pycdlib_backup = _hybrid_bytes(pycdlib.isohybrid.IsoHybrid, volume, efi)
+    area, padding, backup = _hybrid_bytes(RoomyHybrid, volume, efi)
+    if efi and room < BACKUP_GPT_BYTES:
+        assert padding == pycdlib_padding + 2**20 == room + 2**20
+        assert area != pycdlib_area and backup != pycdlib_backup
+    else:
+        assert (area, padding, backup) == (pycdlib_area, pycdlib_padding, pycdlib_backup)
+    sectors = (volume + padding) // 512
+    assert struct.unpack_from("<II", area, 446 + 8) == (0, sectors)  # the MBR partition covers the image
+    if efi:
+        header = area[512:1024]
+        assert struct.unpack_from("<QQQQ", header, 24) == (1, sectors - 1, 34, sectors - 34)
+        assert len(backup) == BACKUP_GPT_BYTES
+        assert struct.unpack_from("<QQ", backup, BACKUP_GPT_BYTES - 512 + 24) == (sectors - 1, 1)
