@@ -80,4 +80,4 @@ def test_profiles_lists_local_and_builtin_with_descriptions(tmp_path):
                                 "expected", "the", "node", "content,", "but", "found", "'<stream", "end>'"]  # fmt: skip
     assert lines[1].split(maxsplit=2) == ["mine", "local", "my own"]
     builtin = {line.split()[0]: line.split()[1] for line in lines[2:]}
-    assert builtin == {"bookworm": "built-in", "default": "built-in", "lab": "built-in", "xenoppix": "built-in"}
+    assert builtin == {"default": "built-in", "lab": "built-in", "trixie": "built-in", "xenoppix": "built-in"}

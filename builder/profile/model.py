@@ -216,9 +216,11 @@ class Dom0:
     """The live Debian control domain: its packages, settings, overlays and files."""
 
     suite: str = field(
-        default="trixie",
+        default="bookworm",
         metadata=_meta(
-            "Debian suite of dom0: trixie (Debian 13, Xen 4.20) or bookworm (Debian 12, Xen 4.17)", pattern=SUITE
+            "Debian suite of dom0: bookworm (Debian 12, Xen 4.17), or trixie (Debian 13, Xen 4.20;"
+            " its dom0 does not reach READY yet)",
+            pattern=SUITE,
         ),
     )
     mirror: str = field(
