@@ -40,8 +40,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @click.argument("profile", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="ISO to write.")
-@click.option("--ignore-check", "ignore_checks", multiple=True, metavar="ID",
-              help="Build even if check ID fails, where skipping it makes sense (repeatable).")
+@click.option(
+    "--ignore-check",
+    "ignore_checks",
+    multiple=True,
+    metavar="ID",
+    help="Build even if check ID fails, where skipping it makes sense (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (ISO, sha256, stage times, cache hits).")
 def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ...], as_json: bool) -> None:
     """Build PROFILE (default: profiles/default.yaml) into a bootable ISO."""
@@ -79,8 +84,13 @@ def built_versions(platform: dict[str, Any]) -> dict[str, str]:
 
 @cli.command()
 @click.argument("profile", required=False)
-@click.option("--target", "targets", multiple=True, metavar="NAME",
-              help="A machine from the hardware database (repeatable; 'all' for every one).")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="NAME",
+    help="A machine from the hardware database (repeatable; 'all' for every one).",
+)
 @click.option("--host", is_flag=True, help="Check against this machine (from /proc and /sys).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--list", "list_all", is_flag=True, help="List the checks and the known targets, then exit.")
@@ -158,8 +168,11 @@ def _options(firmware: str, media: str, memory: int, cpus: int, cpu: str | None,
 @click.option("--matrix", is_flag=True, help="Boot bios/uefi x cdrom/usb and summarise.")
 @click.option("--timeout", type=click.IntRange(min=1), default=900, show_default=True, help="Seconds per boot.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Boots at once with --matrix (default: cores / cpus).")
-@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Console logs, screenshots, result.json (default: ./xenlive-test/NAME).")
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Console logs, screenshots, result.json (default: ./xenlive-test/NAME).",
+)
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def test(target: str, firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
@@ -293,6 +306,7 @@ def devices(as_json: bool) -> None:
         kind = "optical" if d.optical else d.transport or "disk"
         click.echo(f"{d.path}\t{human_size(d.size)}\t{kind}\t{d.model or '(unknown model)'}")
 
+
 @cli.group("cache")
 def cache_group() -> None:
     """Inspect and clean the build cache (under $XDG_CACHE_HOME/xenlive)."""
@@ -318,8 +332,14 @@ def cache_ls(as_json: bool) -> None:
 
 
 @cache_group.command("prune")
-@click.option("--older-than", "days", type=click.FloatRange(min=0), default=30, show_default=True,
-              help="Remove entries not used for this many days (and leftovers of interrupted builds).")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Remove entries not used for this many days (and leftovers of interrupted builds).",
+)
 def cache_prune(days: float) -> None:
     """Remove entries not used recently."""
     from builder import cache

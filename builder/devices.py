@@ -118,8 +118,7 @@ class BlockDevice:
             "removable": self.removable,
             "readonly": self.readonly,
             "partitions": [
-                {"path": f"/dev/{p.name}", "size": p.size, "mountpoints": list(p.mountpoints)}
-                for p in self.partitions
+                {"path": f"/dev/{p.name}", "size": p.size, "mountpoints": list(p.mountpoints)} for p in self.partitions
             ],
         }
 

@@ -419,8 +419,7 @@ def _write_direct(iso: Path, total: int, target: BurnTarget, progress: Progress,
                         raise _failure(e, "writing", target, done, total, host) from e
                     if written <= 0:
                         raise MediaError(
-                            f"short write to {target.path}: the device took no more data after "
-                            f"{done} of {total} bytes",
+                            f"short write to {target.path}: the device took no more data after {done} of {total} bytes",
                             hint=INCOMPLETE_HINT,
                         )
                     view = view[written:]

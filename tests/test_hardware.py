@@ -79,7 +79,7 @@ def test_device_kind_from_class_code() -> None:
     [
         (
             MINIMAL.replace("memory: 4G", "memory: lots"),
-            "{f}:7:9: memory: expected a size in MiB or like \"256M\", \"1G\", got 'lots'",
+            '{f}:7:9: memory: expected a size in MiB or like "256M", "1G", got \'lots\'',
         ),
         (
             MINIMAL.replace("arch: x86_64", "arch: arm64"),

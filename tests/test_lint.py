@@ -22,3 +22,10 @@ def test_mypy_strict_finds_nothing():
     pytest.importorskip("mypy")
     proc = subprocess.run([sys.executable, "-m", "mypy", "builder"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None and not (REPO / ".venv/bin/ruff").exists(), reason="ruff missing")
+def test_ruff_format_changes_nothing():
+    proc = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", "builder", "tests", "bench"], cwd=REPO,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -26,7 +26,6 @@ GUEST_OVERHEAD_MIB = 4
 DOM0_DEFAULT_MIB = 1024  # what dom0 is budgeted when dom0_mem= is not given (it balloons down to it)
 
 
-
 def _virt_guests(profile: Profile) -> list[Guest]:
     return [g for g in profile.guests if g.type in (GuestType.HVM, GuestType.PVH)]
 

@@ -227,7 +227,5 @@ def add_tree(iso: pycdlib.PyCdlib, root: Path) -> dict[str, str]:
             rel = path.relative_to(root).as_posix()
             iso_path = names.add(rel, is_dir=False)
             iso_paths[rel] = iso_path
-            iso.add_file(
-                os.fspath(path), iso_path, rr_name=name, joliet_path=f"/{rel}", file_mode=path.stat().st_mode
-            )
+            iso.add_file(os.fspath(path), iso_path, rr_name=name, joliet_path=f"/{rel}", file_mode=path.stat().st_mode)
     return iso_paths

@@ -75,8 +75,6 @@ def test_hvm_shadow_paging_warns(profile) -> None:  # type: ignore[no-untyped-de
     assert msg == "guests g (hvm) will run on shadow paging: Core 2 Duo has no EPT/NPT"
 
 
-
-
 def test_memory_budget(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile("xen:\n  cmdline: dom0_mem=1024M,max:1024M\nguests:\n  - name: a\n    memory: 512M\n"
                 "  - name: b\n    memory: 1G\n    autostart: false\n")  # fmt: skip

@@ -59,13 +59,7 @@ def test_unknown_key_suggests_the_close_one(write_profile):
 
 def test_wrong_types_are_all_reported_with_key_paths(write_profile):
     path = write_profile(
-        "name: lab\n"
-        "guests:\n"
-        "  - name: a\n"
-        "    memory: lots\n"
-        "  - name: b\n"
-        "    vcpus: -1\n"
-        "    autostart: maybe\n"
+        "name: lab\nguests:\n  - name: a\n    memory: lots\n  - name: b\n    vcpus: -1\n    autostart: maybe\n"
     )
     assert problems(path) == [
         f'{path}:4:13: guests[0].memory: expected a size in MiB or like "256M", "1G", got \'lots\'',
