@@ -12,8 +12,8 @@ from collections.abc import Iterator
 log = logging.getLogger("builder")
 
 
-def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
-    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+def setup_logging(*, debug: bool = False) -> None:
+    level = logging.DEBUG if debug else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("builder")

@@ -46,7 +46,7 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
     check_output_path(output)
     profile = with_guest_dom0_packages(profile)
     epoch = source_date_epoch()
-    output = output.parent.resolve() / output.name  # a symlink at OUT is replaced, its target left alone
+    output = output_path(output)
     holds = contextlib.ExitStack()  # the locked work directory, then the cache entries the stages use
     workdir = holds.enter_context(cache.workspace(cache_dir))
     ctx = BuildContext(profile=profile, output=output, workdir=workdir, cache_dir=cache_dir,
@@ -93,6 +93,12 @@ def with_guest_dom0_packages(profile: Profile) -> Profile:
         return profile
     dom0 = dataclasses.replace(profile.dom0, packages=(*profile.dom0.packages, *extra))
     return dataclasses.replace(profile, dom0=dom0)
+
+
+def output_path(output: Path) -> Path:
+    """Where the ISO is written: the directory resolved, the name not, so a symlink given as the output
+    is replaced by the ISO and the file it pointed to is left alone (it may be anything of the host's)."""
+    return output.parent.resolve() / output.name
 
 
 def check_output_path(output: Path) -> None:

@@ -102,6 +102,23 @@ def test_refused_iso_keeps_the_previous_output(small_medium):
 
 
 @needs_tools
+def test_an_output_that_is_a_symlink_is_replaced_not_its_target(small_medium, tmp_path):
+    from builder.pipeline import output_path
+
+    ctx = small_medium
+    install_bootloaders(ctx)
+    ctx.output.parent.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("a host file\n")
+    ctx.output.symlink_to(victim)
+    ctx.output = output_path(ctx.output)
+    assert ctx.output.is_symlink()  # the name is kept, not resolved to the victim
+    master_iso(ctx, lambda iso: None)
+    assert victim.read_text() == "a host file\n"
+    assert not ctx.output.is_symlink() and ctx.output.stat().st_size > 0
+
+
+@needs_tools
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny file system needs root")
 def test_disk_full_while_mastering_leaves_nothing(small_medium, tmp_path):
     import errno
