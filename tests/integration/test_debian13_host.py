@@ -8,6 +8,7 @@ that need no devices of the host (loop devices and mounts are the host kernel's,
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,8 +30,14 @@ def test_setup_and_unit_tests_on_trixie(tmp_path: Path) -> None:
         if (REPO / name).is_file() or (REPO / name).is_symlink():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, src / name, follow_symlinks=False)
+    # The host's trust store, so pip in the chroot reaches PyPI through whatever the host trusts
+    # (on these machines a TLS proxy with a certificate of its own).
+    ca = Path(os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
+    shutil.copy2(ca, src / ".host-ca.crt")
+    trust = "PIP_CERT=/src/.host-ca.crt SSL_CERT_FILE=/src/.host-ca.crt REQUESTS_CA_BUNDLE=/src/.host-ca.crt"
     inside = (
-        "cd /src && bash scripts/setup > /tmp/setup.log 2>&1 || { tail -30 /tmp/setup.log; exit 1; }"
+        f"cd /src && export {trust} && "
+        "bash scripts/setup > /tmp/setup.log 2>&1 || { tail -30 /tmp/setup.log; exit 1; }"
         f" && .venv/bin/python -m pytest -q -p no:cacheprovider -k '{HOST_KERNEL_TESTS}' tests"
     )
     cmd = ["mmdebstrap", "--variant=apt", "--include=ca-certificates,git", "--customize-hook",
