@@ -40,7 +40,7 @@ def test_setup_and_unit_tests_on_trixie(tmp_path: Path) -> None:
         "bash scripts/setup > /tmp/setup.log 2>&1 || { tail -30 /tmp/setup.log; exit 1; }"
         f" && .venv/bin/python -m pytest -q -p no:cacheprovider -k '{HOST_KERNEL_TESTS}' tests"
     )
-    cmd = ["mmdebstrap", "--variant=apt", "--include=ca-certificates,git", "--customize-hook",
+    cmd = ["mmdebstrap", "--variant=apt", "--include=ca-certificates,git,mount", "--customize-hook",
            f'mkdir "$1/src" && cp -a {src}/. "$1/src/"', "--customize-hook", f'chroot "$1" sh -c "{inside}"',
            "--", "trixie", "/dev/null", "http://deb.debian.org/debian"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2400)
