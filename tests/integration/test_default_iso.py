@@ -1,4 +1,4 @@
-"""Build profiles/default.yaml for real and boot it in QEMU four ways (BIOS/UEFI x CD/USB).
+"""Build the built-in default profile for real and boot it in QEMU four ways (BIOS/UEFI x CD/USB).
 
 Needs root (mmdebstrap), the host tools from scripts/setup and access to the Debian mirror.
 Under TCG on a 2-core machine: about 2.5 minutes to build, about 70 s per boot.
