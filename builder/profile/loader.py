@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -36,12 +37,14 @@ def builtin_profiles_dir() -> Path:
     return PACKAGE_DIR / "profiles"
 
 
-def load_profile(spec: str | Path | None, ignore: tuple[str, ...] = ()) -> Profile:
+def load_profile(spec: str | Path | None, ignore: tuple[str, ...] = (), variables: Mapping[str, str] | None = None
+                 ) -> Profile:  # fmt: skip
     """Read, validate and finalize a profile; raise ProfileError listing every problem.
 
     The profile rules of builder/checks/ run here (all but those that need dom0's built tree), so
     `show`, `check` and `build` refuse the same profiles before anything is built. `ignore` names
-    rules to skip, as `--ignore-check` does, where skipping one makes sense.
+    rules to skip, as `--ignore-check` does, where skipping one makes sense. `variables` (from
+    `--var KEY=VALUE`) replace or add entries of `vars:` before anything uses them.
     """
     from builder.checks.profile_rules import static_problems
 
@@ -57,6 +60,8 @@ def load_profile(spec: str | Path | None, ignore: tuple[str, ...] = ()) -> Profi
     if problems or profile is None:
         raise ProfileError(problems)
     profile = dataclasses.replace(profile, source=path.resolve(), locations=locations(root))
+    if variables:
+        profile = dataclasses.replace(profile, vars={**profile.vars, **variables})
     profile = finalize(profile)
     problems = static_problems(profile, ignore)
     if problems:

@@ -31,6 +31,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 from builder.context import BuildContext
 from builder.errors import IsoError
 from builder.hybrid import SYSTEM_AREA, SparseImage, finish_hybrid
+from builder.log import Meter
 from builder.profile.model import Firmware
 from builder.stages.boot import EFI_IMAGE
 
@@ -145,7 +146,8 @@ def _master(ctx: BuildContext, tmp: Path, rng: random.Random) -> None:
         iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True, platform_id=PLATFORM_UEFI)
     if Firmware.BIOS in profile.media.boot:
         iso.add_isohybrid(mbr_id=rng.getrandbits(32), **_isohybrid_args(Firmware.UEFI in profile.media.boot))
-    iso.write(os.fspath(tmp))
+    meter = Meter("writing the ISO", unit="bytes")
+    iso.write(os.fspath(tmp), progress_cb=lambda done, total, _opaque: meter(done, total))
     iso.close()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from builder import cache, mmdebstrap
 from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.fsutil import unmount_below
+from builder.log import VERBOSE, Meter
 from builder.run import run
 
 log = logging.getLogger(__name__)
@@ -70,32 +73,48 @@ def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
 
 
 def squashfs_command(tree: Path, output: Path, excludes: list[str] | None = None) -> list[str]:
-    args: list[str | Path] = ["mksquashfs", tree, output, "-noappend", "-comp", "zstd", "-quiet", "-no-progress"]
+    args: list[str | Path] = ["mksquashfs", tree, output, "-noappend", "-comp", "zstd", "-quiet"]
     cmd = [os.fspath(p) for p in args]
     if excludes:
         cmd += ["-wildcards", "-e", *excludes]
     return cmd
 
 
+SQUASHFS_PROGRESS = re.compile(r".*\]\s+(\d+)/(\d+)\s+(\d+)%")  # mksquashfs: [===|   ] 3600/4947  72%
+
+
+def squashfs_progress(what: str) -> Callable[[str], None]:
+    """Follows mksquashfs's progress bar (-quiet leaves only the bar) and reports its percentage."""
+    meter = Meter(what)
+
+    def feed(line: str) -> None:
+        found = SQUASHFS_PROGRESS.fullmatch(line.strip())
+        if found:
+            meter(int(found[3]), 100)
+
+    return feed
+
+
 def build_rootfs(ctx: BuildContext) -> None:
     key = rootfs_key(ctx)
 
     def make(tmp: Path) -> list[str]:
-        log.info("    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
+        log.log(VERBOSE, "    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
         try:
-            run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+            run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)},
+                output=mmdebstrap.AptProgress("dom0"))  # fmt: skip
         finally:
             unmount_below(tmp / "tree")
-        log.info("    mksquashfs (zstd)")
+        log.log(VERBOSE, "    mksquashfs (zstd)")
         run(squashfs_command(tmp / "tree", tmp / "base.squashfs", SQUASHFS_EXCLUDES),
-            env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})  # fmt: skip
+            env={"SOURCE_DATE_EPOCH": str(ctx.epoch)}, output=squashfs_progress("base layer (mksquashfs)"))  # fmt: skip
         sealed = ["base.squashfs", "tree/var/lib/dpkg/status"]
         return sealed + [f"tree/boot/{p.name}" for p in (tmp / "tree/boot").iterdir() if p.is_file()]
 
     entry, cached = ctx.holds.enter_context(cache.use(ctx.cache_dir, "rootfs", key, make))
     ctx.cache_hits["rootfs"] = cached
     if cached:
-        log.info("    reusing cached dom0 base %s", key)
+        log.log(VERBOSE, "    reusing cached dom0 base %s", key)
     ctx.rootfs = entry / "tree"
     ctx.base_squashfs = entry / "base.squashfs"
 

@@ -7,7 +7,7 @@ import shutil
 
 from builder.context import BuildContext
 from builder.run import run
-from builder.stages.rootfs import squashfs_command
+from builder.stages.rootfs import squashfs_command, squashfs_progress
 
 BASE_LAYER = "live/10-base.squashfs"
 TOP_LAYER = "live/20-custom.squashfs"
@@ -23,4 +23,4 @@ def squash(ctx: BuildContext) -> None:
         shutil.copyfile(ctx.base_squashfs, base)
     # mksquashfs stamps the image and every file with SOURCE_DATE_EPOCH (and refuses -all-time with it).
     top = squashfs_command(ctx.top, ctx.staging / TOP_LAYER)
-    run([*top, "-all-root"], env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+    run([*top, "-all-root"], env={"SOURCE_DATE_EPOCH": str(ctx.epoch)}, output=squashfs_progress("top layer"))

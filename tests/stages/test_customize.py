@@ -269,7 +269,8 @@ def settings_files(tmp_path: Path, profile_path: Path, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_settings_files_of_shipped_profiles_golden(tmp_path, monkeypatch, golden, name):
-    golden(f"{name}/dom0-settings.txt", settings_files(tmp_path, REPO / "builder/profiles" / f"{name}.yaml", monkeypatch))
+    path = REPO / "builder/profiles" / f"{name}.yaml"
+    golden(f"{name}/dom0-settings.txt", settings_files(tmp_path, path, monkeypatch))
 
 
 @pytest.mark.parametrize("shape", sorted(NETWORK_SHAPES))
