@@ -37,7 +37,7 @@ def host_tools() -> list[HostTool]:
     text = resources.files("builder").joinpath("data/host-tools.txt").read_text()
     tools = []
     for line in text.splitlines():
-        fields = line.split("#", 1)[0].split(None, 2)
+        fields = line.split("#", 1)[0].strip().split(None, 2)
         if len(fields) == 3 and fields[1] in ("cmd", "file"):
             tools.append(HostTool(*fields))
     return tools

@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import MissingToolError, XenliveError
+from builder.errors import MissingToolError, UsageError
 from builder.run import require_tools, run
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def id_map(own: int, ranges: list[tuple[int, int]], what: str, user: str) -> lis
                 extents.append(Extent(inside, first, n))
                 inside += n
     if inside < IDS_NEEDED:
-        raise XenliveError(
+        raise UsageError(
             f"building as {user} needs {IDS_NEEDED - 1} subordinate {what} ids, found {inside - 1} in /etc/sub{what}",
             hint=HINT_SUBIDS.format(user=user),
         )
@@ -158,17 +158,17 @@ def _enter(uid_map: list[Extent], gid_map: list[Extent]) -> None:
         os.close(ready_w)
         os.waitpid(child, 0)
         os.close(report_r)
-        raise XenliveError(f"cannot create a user namespace to build without root: {e.strerror}",
+        raise UsageError(f"cannot create a user namespace to build without root: {e.strerror}",
                            hint=HINT_CONTAINER) from e  # fmt: skip
     os.close(ready_w)
     os.waitpid(child, 0)
     with os.fdopen(report_r, "rb") as report:
         failure = report.read().decode(errors="replace")
     if failure:
-        raise XenliveError(f"cannot map ids into the user namespace: {failure}", hint=HINT_SUBIDS.format(
+        raise UsageError(f"cannot map ids into the user namespace: {failure}", hint=HINT_SUBIDS.format(
             user=pwd.getpwuid(uid_map[0].outside).pw_name))  # fmt: skip
     if os.geteuid() != 0:
-        raise XenliveError("the user namespace did not make xenlive root", hint=HINT_CONTAINER)
+        raise UsageError("the user namespace did not make xenlive root", hint=HINT_CONTAINER)
 
 
 def _unshare(flags: int) -> None:
