@@ -139,4 +139,3 @@ def test_readme_gives_docker_and_podman_command_lines_that_match_the_image():
 @pytest.mark.parametrize("ignored", [".venv/", ".git/", "*.iso", "xenlive-test/"])
 def test_docker_context_leaves_out_local_state(ignored):
     assert ignored in (REPO / ".dockerignore").read_text().split()
-
