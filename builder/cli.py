@@ -8,6 +8,7 @@ declarations (`_XENLIVE_COMPLETE=bash_source xenlive`, see README.md).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import signal
@@ -188,7 +189,7 @@ def profiles(as_json: bool) -> None:
 
 
 def _boot_options(f: F) -> F:
-    """Options shared by `test` and `boot`."""
+    """Options shared by `test` and `boot`, handed to the command as one `machine` (qemu.BootOptions)."""
     options = [
         click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True),
         click.option("--media", type=click.Choice(["cdrom", "usb"]), default="cdrom", show_default=True),
@@ -199,9 +200,17 @@ def _boot_options(f: F) -> F:
         click.option("--disk", "disks", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Extra raw disk (repeatable; writes are discarded)."),
     ]  # fmt: skip
+
+    @functools.wraps(f)
+    def collect(*args: Any, firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
+                disks: tuple[Path, ...], **kwargs: Any) -> Any:  # fmt: skip
+        display = kwargs.pop("display", False)
+        machine = commands.boot_options(firmware, media, memory, cpus, cpu, accel, disks, display)
+        return f(*args, machine=machine, **kwargs)
+
     for option in reversed(options):
-        f = option(f)
-    return f
+        collect = option(collect)
+    return collect  # type: ignore[return-value]
 
 
 @cli.command()
@@ -240,14 +249,13 @@ def _boot_options(f: F) -> F:
 )
 @VAR_OPTION
 @_output_options
-def test(target: str, firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
-         disks: tuple[Path, ...], matrix: bool, timeout: int, jobs: int | None, report_dir: Path | None,
+def test(target: str, machine: Any, matrix: bool, timeout: int, jobs: int | None, report_dir: Path | None,
          junit: Path | None, as_json: bool, expect: tuple[re.Pattern[str], ...], commands_: tuple[str, ...],
          variables: dict[str, str]) -> None:  # fmt: skip
     """Boot TARGET (an ISO, or a profile to build first) headless until every autostart guest runs."""
-    commands.test_command(target, commands.boot_options(firmware, media, memory, cpus, cpu, accel, disks),
-                          matrix=matrix, timeout=timeout, jobs=jobs, report_dir=report_dir, junit=junit,
-                          as_json=as_json, expect=expect, commands=commands_, variables=variables)  # fmt: skip
+    commands.test_command(target, machine, matrix=matrix, timeout=timeout, jobs=jobs, report_dir=report_dir,
+                          junit=junit, as_json=as_json, expect=expect, commands=commands_,
+                          variables=variables)  # fmt: skip
 
 
 @cli.command()
@@ -255,10 +263,9 @@ def test(target: str, firmware: str, media: str, memory: int, cpus: int, cpu: st
 @_boot_options
 @click.option("--display", is_flag=True, help="Show the screen in a window as well.")
 @_output_options
-def boot(iso: Path, firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
-         disks: tuple[Path, ...], display: bool) -> None:  # fmt: skip
+def boot(iso: Path, machine: Any) -> None:
     """Boot ISO interactively: its serial console (menus included) on this terminal; Ctrl-A X quits."""
-    commands.boot_command(iso, commands.boot_options(firmware, media, memory, cpus, cpu, accel, disks, display))
+    commands.boot_command(iso, machine)
 
 
 @cli.command()

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -26,6 +26,9 @@ from builder.context import cache_root
 from builder.errors import BootTestFailed, UsageError, VerifyFailed, XenliveError
 from builder.log import Meter, step
 from builder.profile import Firmware, Profile, load_profile, to_data
+
+if TYPE_CHECKING:
+    from builder.qemu import BootOptions
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +106,19 @@ def profiles_command(as_json: bool) -> None:
 
 
 def boot_options(firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
-                 disks: tuple[Path, ...], display: bool = False) -> Any:  # fmt: skip
+                 disks: tuple[Path, ...], display: bool = False) -> BootOptions:  # fmt: skip
     from builder import qemu
 
     return qemu.BootOptions(firmware=Firmware(firmware), media=qemu.MediaKind(media), memory_mib=memory,
                             cpus=cpus, cpu=cpu, accel=accel, disks=disks, display=display)  # fmt: skip
 
 
-def test_command(target: str, opts: Any, *, matrix: bool, timeout: int, jobs: int | None, report_dir: Path | None,
-                 junit: Path | None, as_json: bool, expect: tuple[re.Pattern[str], ...], commands: tuple[str, ...],
-                 variables: dict[str, str]) -> None:  # fmt: skip
+def test_command(target: str, opts: BootOptions, *, matrix: bool, timeout: int, jobs: int | None,
+                 report_dir: Path | None, junit: Path | None, as_json: bool, expect: tuple[re.Pattern[str], ...],
+                 commands: tuple[str, ...], variables: dict[str, str]) -> None:  # fmt: skip
     """`xenlive test`: boot (each combination with --matrix), then judge, report and exit 1 on a failure."""
     from builder import boottest, console
+    from builder.qemu import judge_ready
 
     iso = Path(target)
     if iso.suffix.lower() in (".yaml", ".yml") or (not iso.exists() and target.replace("-", "_").isidentifier()):
@@ -138,7 +142,10 @@ def test_command(target: str, opts: Any, *, matrix: bool, timeout: int, jobs: in
     failed = [run for run in runs if not run.result.passed]
     for run in failed:
         r = run.result
-        click.echo(f"\n{run.firmware}/{run.media}: reached {r.stage}; expected next: {r.expected_next}", err=True)
+        if r.ready is not None and judge_ready(r.ready) is None:  # the boot passed; --expect or --exec did not
+            click.echo(f"\n{run.firmware}/{run.media}: after XENLIVE-READY: {r.reason}", err=True)
+        else:
+            click.echo(f"\n{run.firmware}/{run.media}: reached {r.stage}; expected next: {r.expected_next}", err=True)
         for done in r.commands:
             if done.exit != 0 and done.output:
                 click.echo(f"--exec {done.command!r}: {done.reason}; its output:", err=True)
@@ -163,7 +170,7 @@ def _build_for_test(target: str, variables: dict[str, str]) -> Path:
     return output
 
 
-def boot_command(iso: Path, opts: Any) -> None:
+def boot_command(iso: Path, opts: BootOptions) -> None:
     from builder import qemu
 
     status = qemu.boot_interactive(iso, opts)

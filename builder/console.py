@@ -24,6 +24,7 @@ import re
 import secrets
 import select
 import shlex
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -72,8 +73,10 @@ class Console:
     """QEMU's serial line: complete lines in (cleaned, written to console.log, the last ones kept,
     passed to every listener), text out (typed slowly)."""
 
-    def __init__(self, fd: int, stdin: IO[bytes] | None, log_file: IO[bytes] | None) -> None:
+    def __init__(self, fd: int, stdin: IO[bytes] | None, log_file: IO[bytes] | None,
+                 stop: threading.Event | None = None) -> None:  # fmt: skip
         self.fd = fd
+        self.stop = stop  # set when another boot of a matrix was interrupted: read no more
         self.stdin = stdin
         self.log_file = log_file
         self.buffer = b""
@@ -83,6 +86,8 @@ class Console:
 
     def read(self, timeout: float) -> list[str]:
         """The complete lines that arrive within `timeout` seconds (maybe none); sets `closed` at EOF."""
+        if self.stop is not None and self.stop.is_set():
+            self.closed = True
         if self.closed:
             return []
         readable, _, _ = select.select([self.fd], [], [], max(timeout, 0.0))
@@ -110,8 +115,12 @@ class Console:
             raise OSError("the serial console of this machine takes no input")
         data = text.encode()
         for at in range(0, len(data), TYPE_CHUNK):
-            self.stdin.write(data[at : at + TYPE_CHUNK])
-            self.stdin.flush()
+            try:
+                self.stdin.write(data[at : at + TYPE_CHUNK])
+                self.stdin.flush()
+            except BrokenPipeError:  # QEMU has gone: what waits for an answer sees the line closed
+                self.closed = True
+                return
             time.sleep(TYPE_PAUSE)
 
     def wait_for(self, pattern: re.Pattern[str], deadline: float) -> re.Match[str] | None:

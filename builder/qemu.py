@@ -280,7 +280,7 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
         log_file = (report_dir / "console.log").open("wb") if report_dir is not None else None
         try:
             assert proc.stdout is not None
-            console = Console(proc.stdout.fileno(), proc.stdin, log_file)
+            console = Console(proc.stdout.fileno(), proc.stdin, log_file, opts.stop)
             start = time.monotonic()
             expectations = Expectations(session.expect, start)
             console.listeners.append(expectations)

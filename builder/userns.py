@@ -37,6 +37,7 @@ IDS_NEEDED = 65535  # ids 0..65534 inside: Debian gives files to system users up
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
 UID_MAP = Path("/proc/self/uid_map")
+ROOT_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 FULL_MAP = [0, 0, 4294967295]  # the initial user namespace maps every id to itself
 HINT_SUBIDS = (
     "as root, give the user subordinate ids: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"
@@ -121,6 +122,9 @@ def ensure_root() -> None:
     gid_map = id_map(os.getgid(), subordinate_ranges(_read(SUBGID), user, os.getuid()), "gid", user)
     _enter(uid_map, gid_map)
     log.debug("entered a user namespace: uid map %s, gid map %s", uid_map, gid_map)
+    # Root's tools (mkfs.vfat, mkfs.ext4, chroot) live in the sbin directories a user's PATH may lack.
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join([*path, *(d for d in ROOT_PATH if d not in path)]).strip(os.pathsep)
 
 
 def _read(path: Path) -> str:

@@ -98,6 +98,7 @@ def test_a_failing_command_fails_the_test_and_the_rest_do_not_run(tmp_path, fake
     assert failed["exit"] == 3 and failed["output"] == ["before"]
     assert skipped == {"command": "echo never", "exit": None, "output": [], "seconds": 0.0,
                        "reason": "not run: an earlier command failed"}  # fmt: skip
+    assert "bios/cdrom: after XENLIVE-READY: --exec 'echo before; exit 3': exited with status 3" in proc.stderr
     assert "--exec 'echo before; exit 3': exited with status 3; its output:\n  | before" in proc.stderr
     junit = ET.parse(tmp_path / "junit.xml").getroot()
     assert junit.get("failures") == "1"

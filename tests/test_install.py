@@ -19,7 +19,6 @@ import yaml
 
 from .conftest import REPO
 
-
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed copy, not this tree
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "*.iso",
                                     "xenlive-test")  # fmt: skip

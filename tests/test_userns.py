@@ -97,3 +97,23 @@ def test_a_user_without_subordinate_ids_is_told_how_to_build(tmp_path):
         assert "error: building as nobody (not root): missing host tools: newuidmap, newgidmap" in proc.stderr
         assert "apt-get install uidmap" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+KEY = """
+from pathlib import Path
+from builder.context import BuildContext
+from builder.profile import load_profile
+from builder.stages.rootfs import rootfs_key
+print(rootfs_key(BuildContext(profile=load_profile("default"), output=Path("x.iso"), workdir=Path("w"),
+                              cache_dir=Path("c"))))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not in_initial_namespace(), reason="needs root on the machine itself")
+def test_a_dom0_made_in_unshare_mode_is_cached_apart_from_one_made_as_root():
+    """Unshare mode leaves /dev without device nodes: the same inputs must not share a cache entry."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    here = subprocess.run([sys.executable, "-c", KEY], capture_output=True, text=True, env=env, check=True).stdout
+    inside = subprocess.run(["unshare", "--user", "--map-root-user", "--", sys.executable, "-c", KEY],
+                            capture_output=True, text=True, env=env, check=True).stdout  # fmt: skip
+    assert here.strip() and inside.strip() and here != inside

@@ -51,17 +51,21 @@ def dom0_packages(suite: str, extra: tuple[str, ...]) -> list[str]:
 
 
 def rootfs_key(ctx: BuildContext) -> str:
+    """The cache key of the dom0 base. mmdebstrap's unshare mode (a build without root) leaves /dev
+    empty where root mode makes device nodes (devtmpfs covers /dev at boot either way): its trees
+    are keyed apart, and root's keys stay what they were."""
     dom0 = ctx.profile.dom0
-    return cache.input_hash(
-        {
-            "stage": STAGE_VERSION,
-            "suite": dom0.suite,
-            "mirror": dom0.mirror,
-            "packages": sorted(dom0_packages(dom0.suite, dom0.packages)),
-            "excludes": MEDIUM_FILES,
-            "dpkg": DPKG_OPTIONS,
-        }
-    )
+    inputs = {
+        "stage": STAGE_VERSION,
+        "suite": dom0.suite,
+        "mirror": dom0.mirror,
+        "packages": sorted(dom0_packages(dom0.suite, dom0.packages)),
+        "excludes": MEDIUM_FILES,
+        "dpkg": DPKG_OPTIONS,
+    }
+    if mmdebstrap.mode() != "root":
+        inputs["mode"] = mmdebstrap.mode()
+    return cache.input_hash(inputs)
 
 
 def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
