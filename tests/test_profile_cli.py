@@ -157,3 +157,13 @@ def test_shell_completion_offers_profile_and_target_names(tmp_path):
     targets = _complete("xenlive check default --target thinkpad-t", tmp_path)
     assert targets == ["plain,thinkpad-t400", "plain,thinkpad-t480", "plain,thinkpad-t60-core-duo"]
     assert "plain,all" in _complete("xenlive check --target ", tmp_path)
+
+
+def test_completion_scripts_named_in_the_readme_are_printed():
+    import os
+
+    for shell in ("bash", "zsh", "fish"):
+        assert f"_XENLIVE_COMPLETE={shell}_source xenlive" in (REPO / "README.md").read_text()
+        env = {**os.environ, "_XENLIVE_COMPLETE": f"{shell}_source"}
+        proc = subprocess.run([sys.executable, "-m", "builder"], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0 and "_XENLIVE_COMPLETE" in proc.stdout, (shell, proc.stderr)
