@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.console import Session
 from builder.profile.model import Firmware
 from builder.qemu import BootOptions, BootResult, MediaKind, boot_and_wait
 
@@ -39,14 +40,15 @@ def default_jobs(cpus_per_run: int) -> int:
 
 
 def run_boots(iso: Path, combos: list[tuple[Firmware, MediaKind]], opts: BootOptions, timeout: float,
-              report_root: Path, jobs: int) -> list[Run]:  # fmt: skip
-    """Boot each firmware/media combination (in parallel up to `jobs`), each with its own report dir."""
+              report_root: Path, jobs: int, session: Session | None = None) -> list[Run]:  # fmt: skip
+    """Boot each firmware/media combination (in parallel up to `jobs`), each with its own report dir,
+    and in each the session's expected lines and commands."""
 
     def one(combo: tuple[Firmware, MediaKind]) -> Run:
         firmware, media = combo
         run_opts = dataclasses.replace(opts, firmware=firmware, media=media)
         report_dir = report_root / f"{firmware}-{media}"
-        result = boot_and_wait(iso, run_opts, timeout, report_dir)
+        result = boot_and_wait(iso, run_opts, timeout, report_dir, session)
         run = Run(firmware, media, result, report_dir)
         (report_dir / "result.json").write_text(json.dumps(run.as_dict(), indent=2) + "\n")
         return run
@@ -88,6 +90,11 @@ def write_junit(runs: list[Run], path: Path, iso: Path) -> None:
         if not r.passed:
             failure = ET.SubElement(case, "failure", message=f"{r.stage}: {r.reason}")
             failure.text = f"expected next: {r.expected_next}\n" + "\n".join(r.tail)
-        ET.SubElement(case, "system-out").text = f"accel: {r.accel}\n{stages}\nreport: {run.report_dir}\n"
+        out = [f"accel: {r.accel}", stages, f"report: {run.report_dir}"]
+        out += [f"expect {pattern!r}: " + ("not seen" if at is None else f"seen at {at} s")
+                for pattern, at in r.expected.items()]  # fmt: skip
+        for done in r.commands:
+            out += [f"$ {done.command}", *done.output, f"(exit {done.exit}{': ' + done.reason if done.reason else ''})"]
+        ET.SubElement(case, "system-out").text = "\n".join(out) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from builder import mounts
 from builder.mounts import Mount
+from builder.terminal import human_size
 
 SECTOR = 512  # sysfs `size` is always in 512-byte units, whatever the logical block size
 SCSI_CDROM_MAJOR = 11  # /dev/sr*
@@ -153,16 +154,6 @@ def _describe_partition(p: Partition) -> str:
     if p.mountpoints:
         text += f" mounted on {', '.join(p.mountpoints)}"
     return text
-
-
-def human_size(size: int) -> str:
-    """Binary units with one decimal, as lsblk prints them."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _read(path: Path, default: str = "") -> str:

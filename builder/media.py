@@ -33,11 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TextIO
 
-from builder.devices import BlockDevice, Host, find_block_device, human_size, identity_changes, refusals
+from builder.devices import BlockDevice, Host, find_block_device, identity_changes, refusals
 from builder.errors import CommandError, IsoError, MediaError, UsageError
 from builder.run import require_tools, run
+from builder.terminal import human_size
 
 log = logging.getLogger(__name__)
 
@@ -540,35 +540,3 @@ def _eject(drive: str) -> None:
     proc = run(["xorriso", "-outdev", drive, "-eject", "all"], check=False)
     if proc.returncode != 0:
         log.warning("could not eject %s (the disc is written and verified)", drive)
-
-
-class TerminalProgress:
-    """A one-line progress bar on a terminal; nothing at all when the stream is a pipe or a log."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: TextIO, label: str) -> None:
-        self.stream = stream
-        self.label = label
-        self.start = time.monotonic()
-        self.phase = ""
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase != self.phase:
-            if self.phase:
-                self.stream.write("\n")
-            self.phase, self.start = phase, time.monotonic()
-        fraction = done / total if total else 1.0
-        filled = int(fraction * self.WIDTH)
-        rate = done / max(time.monotonic() - self.start, 1e-3)
-        verb = "Writing" if phase == "write" else "Verifying"
-        self.stream.write(
-            f"\r{verb} {self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {fraction:4.0%} "
-            f"{human_size(done)} of {human_size(total)}, {human_size(int(rate))}/s  "
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.phase:
-            self.stream.write("\n")
-            self.stream.flush()

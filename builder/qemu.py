@@ -19,12 +19,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.console import CommandResult, Console, Expectations, Session, run_session
 from builder.errors import MissingToolError, UsageError
 from builder.profile.model import Firmware
 
@@ -180,6 +180,8 @@ class BootResult:
     ready: dict[str, object] | None = None
     tail: list[str] = field(default_factory=list)
     screenshots: list[str] = field(default_factory=list)
+    expected: dict[str, float | None] = field(default_factory=dict)  # --expect pattern: when seen (None: not)
+    commands: list[CommandResult] = field(default_factory=list)  # --exec results, in order
 
     @property
     def expected_next(self) -> str:
@@ -197,6 +199,8 @@ class BootResult:
             "ready": self.ready,
             "tail": self.tail,
             "screenshots": self.screenshots,
+            "expected": self.expected,
+            "commands": [c.as_dict() for c in self.commands],
         }
 
 
@@ -260,17 +264,38 @@ def boot_interactive(iso: Path, opts: BootOptions) -> int:
             _terminate(proc)
 
 
-def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path | None = None) -> BootResult:
-    """Boot headless and watch the serial console until XENLIVE-READY, a failure, or the timeout.
+def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path | None = None,
+                  session: Session | None = None) -> BootResult:  # fmt: skip
+    """Boot headless and watch the serial console until XENLIVE-READY, a failure, or the timeout;
+    then, with a session, wait for its expected lines and run its commands in dom0.
 
     With a report directory: the full console log (console.log), and screenshots of the boot
     menu (menu.png) and of the screen at the end (end.png).
     """
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
+    session = session or Session()
     with _machine(iso, opts) as (cmd, qmp, accel), _spawn(cmd) as proc:
         shots = Screenshots(qmp, report_dir) if report_dir is not None else None
-        result = _watch(proc, timeout, accel, report_dir / "console.log" if report_dir else None, shots, opts.stop)
+        log_file = (report_dir / "console.log").open("wb") if report_dir is not None else None
+        try:
+            assert proc.stdout is not None
+            console = Console(proc.stdout.fileno(), proc.stdin, log_file, opts.stop)
+            start = time.monotonic()
+            expectations = Expectations(session.expect, start)
+            console.listeners.append(expectations)
+            result = _watch(proc, console, start, timeout, accel, shots, opts.stop)
+            if result.passed and session.active:
+                failure, done = run_session(console, session, expectations, start + timeout)
+                result.commands = done
+                if failure is not None:
+                    result.passed, result.stage, result.reason = False, "ready", failure
+                result.tail = list(console.tail)
+                result.seconds = time.monotonic() - start
+            result.expected = expectations.as_dict()
+        finally:
+            if log_file:
+                log_file.close()
         if shots is not None:
             shots.take("end")
             result.screenshots = shots.taken
@@ -333,13 +358,9 @@ def qmp_command(socket_path: Path, command: str, arguments: dict[str, object], t
         return reply.get("return")
 
 
-def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_log: Path | None,
+def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeout: float, accel: str,
            shots: Screenshots | None = None, stop: threading.Event | None = None) -> BootResult:  # fmt: skip
-    start = time.monotonic()
-    tail: deque[str] = deque(maxlen=50)
     stages: dict[str, float] = {}
-    buffer = b""
-    log_file = console_log.open("wb") if console_log else None
     stage_names = [name for name, _ in STAGES]
 
     failure: list[str] = []  # the failure line, then the lines after it that explain it
@@ -347,75 +368,50 @@ def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_lo
 
     def result(passed: bool, reason: str, ready: dict[str, object] | None = None) -> BootResult:
         reached = max(stages, key=stage_names.index) if stages else "firmware"
-        return BootResult(passed, reached, reason, accel, time.monotonic() - start, stages, ready, list(tail))
+        return BootResult(passed, reached, reason, accel, time.monotonic() - start, stages, ready, list(console.tail))
 
     def failed() -> BootResult:
         return result(False, "failure on the console: " + " ".join(failure))
 
-    try:
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        while True:
-            now = time.monotonic()
-            if shots is not None:
-                shots.poll(now)
-            if stop is not None and stop.is_set():
-                return result(False, "stopped: another boot was interrupted")
-            if failure and (now >= failure_deadline or len(failure) >= FAILURE_CONTEXT_LINES):
-                return failed()
-            remaining = timeout - (now - start)
-            if remaining <= 0:
-                return result(False, f"timed out after {timeout:.0f} s")
-            readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
-            if not readable:
-                if proc.poll() is not None:
-                    return failed() if failure else result(False, f"QEMU exited with status {proc.returncode}")
+    while True:
+        now = time.monotonic()
+        if shots is not None:
+            shots.poll(now)
+        if stop is not None and stop.is_set():
+            return result(False, "stopped: another boot was interrupted")
+        if failure and (now >= failure_deadline or len(failure) >= FAILURE_CONTEXT_LINES):
+            return failed()
+        remaining = timeout - (now - start)
+        if remaining <= 0:
+            return result(False, f"timed out after {timeout:.0f} s")
+        lines = console.read(min(remaining, 0.5))
+        if console.closed or (not lines and proc.poll() is not None):
+            proc.wait()
+            return failed() if failure else result(False, f"QEMU exited with status {proc.returncode}")
+        for line in lines:
+            for name, pattern in STAGES:
+                if name not in stages and pattern.search(line):
+                    stages[name] = time.monotonic() - start
+                    log.info("    %6.1f s  %s", stages[name], name)
+                    if shots is not None:
+                        shots.on_stage(name, time.monotonic())
+            if failure:
+                text = line.replace("(XEN)", "").strip(" *")
+                if text:
+                    failure.append(text)
                 continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                proc.wait()
-                return failed() if failure else result(False, f"QEMU exited with status {proc.returncode}")
-            if log_file:
-                log_file.write(chunk)
-                log_file.flush()
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                line = _clean(raw)
-                tail.append(line)
-                for name, pattern in STAGES:
-                    if name not in stages and pattern.search(line):
-                        stages[name] = time.monotonic() - start
-                        log.info("    %6.1f s  %s", stages[name], name)
-                        if shots is not None:
-                            shots.on_stage(name, time.monotonic())
-                if failure:
-                    text = line.replace("(XEN)", "").strip(" *")
-                    if text:
-                        failure.append(text)
-                    continue
-                if any(pattern.search(line) for pattern in FAILURES):
-                    failure = [line.replace("(XEN)", "").strip()]
-                    failure_deadline = time.monotonic() + FAILURE_CONTEXT_SECONDS
-                    continue
-                if READY_MARKER in line:
-                    payload = line.split(READY_MARKER, 1)[1].strip()
-                    try:
-                        ready = json.loads(payload)
-                    except ValueError:
-                        return result(False, f"XENLIVE-READY line is not JSON: {payload[:200]}")
-                    verdict = judge_ready(ready)
-                    return result(verdict is None, verdict or "every guest is running", ready)
-    finally:
-        if log_file:
-            log_file.close()
-
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
-
-
-def _clean(raw: bytes) -> str:
-    return ANSI.sub("", raw.decode("utf-8", errors="replace"))
+            if any(pattern.search(line) for pattern in FAILURES):
+                failure = [line.replace("(XEN)", "").strip()]
+                failure_deadline = time.monotonic() + FAILURE_CONTEXT_SECONDS
+                continue
+            if READY_MARKER in line:
+                payload = line.split(READY_MARKER, 1)[1].strip()
+                try:
+                    ready = json.loads(payload)
+                except ValueError:
+                    return result(False, f"XENLIVE-READY line is not JSON: {payload[:200]}")
+                verdict = judge_ready(ready)
+                return result(verdict is None, verdict or "every guest is running", ready)
 
 
 @contextmanager
@@ -428,7 +424,7 @@ def _spawn(cmd: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     setpriv = shutil.which("setpriv")
     if setpriv:
         cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     try:
         yield proc
@@ -448,8 +444,12 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-    if proc.stdout:
-        proc.stdout.close()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe:
+            try:
+                pipe.close()
+            except OSError:  # the last typed bytes could not be delivered: QEMU is gone anyway
+                pass
 
 
 def _read_until(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeout: float) -> bytes | None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,7 @@ def host_tools() -> list[HostTool]:
     text = resources.files("builder").joinpath("data/host-tools.txt").read_text()
     tools = []
     for line in text.splitlines():
-        fields = line.split("#", 1)[0].split(None, 2)
+        fields = line.split("#", 1)[0].strip().split(None, 2)
         if len(fields) == 3 and fields[1] in ("cmd", "file"):
             tools.append(HostTool(*fields))
     return tools
@@ -94,22 +95,31 @@ def run(
     capture: bool = False,
     check: bool = True,
     stdin: int | None = subprocess.DEVNULL,
+    output: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command; stderr is kept for the error message, stdout returned when `capture`."""
+    """Run a command; stderr is kept for the error message, stdout returned when `capture`.
+
+    With `output`, each line the command writes (on stdout or stderr, split at newlines and at the
+    carriage returns progress bars redraw with) is passed to it while the command runs, so a
+    caller can follow a long tool's progress; stdout is then not returned.
+    """
     args = [os.fspath(c) for c in cmd]
     log.debug("+ %s", shlex.join(args))
     full_env = {**os.environ, **env} if env is not None else None
     try:
-        proc = subprocess.run(
-            args,
-            cwd=cwd,
-            env=full_env,
-            stdin=stdin,
-            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-        )
+        if output is not None:
+            proc = _stream(args, cwd, full_env, stdin, output)
+        else:
+            proc = subprocess.run(
+                args,
+                cwd=cwd,
+                env=full_env,
+                stdin=stdin,
+                stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+            )
     except FileNotFoundError as e:
         raise CommandError(args, 127, f"{args[0]}: not found") from e
     if proc.stderr:
@@ -154,3 +164,33 @@ def read_output(cmd: Sequence[StrPath], *, limit: int) -> bytes:
     if returncode != 0:
         raise CommandError(args, returncode, "\n".join(stderr.splitlines()[-20:]))
     return b"".join(chunks)
+
+
+def _stream(args: list[str], cwd: StrPath | None, env: Mapping[str, str] | None, stdin: int | None,
+            output: Callable[[str], None]) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Popen with both pipes read as they fill; stderr is also collected for the error message."""
+    stderr: list[str] = []
+    with subprocess.Popen(args, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc, selectors.DefaultSelector() as sel:  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        pending = {proc.stdout.fileno(): b"", proc.stderr.fileno(): b""}
+        for pipe in (proc.stdout, proc.stderr):
+            sel.register(pipe.fileno(), selectors.EVENT_READ)
+        while pending:
+            for key, _ in sel.select():
+                fd = int(key.fd)
+                chunk = os.read(fd, 65536)
+                parts = (pending[fd] + chunk).replace(b"\r", b"\n").split(b"\n")
+                if chunk:
+                    pending[fd] = parts.pop()
+                else:
+                    sel.unregister(fd)
+                    del pending[fd]
+                for part in parts:
+                    line = part.decode("utf-8", errors="replace")
+                    if fd == proc.stderr.fileno():
+                        stderr.append(line)
+                    if line.strip():
+                        output(line)
+        proc.wait()
+    return subprocess.CompletedProcess(args, proc.returncode, "", "\n".join(s for s in stderr if s.strip()))

@@ -67,23 +67,29 @@ class ProfileEntry:
     origin: str  # "local" (./profiles) or "built-in"
     description: str
     path: Path
+    valid: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "origin": self.origin, "description": self.description,
+                "path": str(self.path), "valid": self.valid}  # fmt: skip
 
 
 def list_profiles(local_dir: Path) -> list[ProfileEntry]:
-    """Profiles in ./profiles, then the built-in ones not already listed; an invalid one says so."""
+    """Profiles in ./profiles, then the built-in ones; each name once, as `xenlive build NAME` finds
+    it (a local profile hides a built-in one of the same name); an invalid one says why."""
     entries: list[ProfileEntry] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for origin, directory in (("local", local_dir), ("built-in", builtin_profiles_dir())):
         if not directory.is_dir():
             continue
         for path in sorted(directory.glob("*.yaml")):
-            if path.resolve() in seen:
+            if path.stem in seen:
                 continue
-            seen.add(path.resolve())
+            seen.add(path.stem)
             try:
                 profile = load_profile(path)
-                description = profile.description or "(no description)"
+                description, valid = profile.description or "(no description)", True
             except ProfileError as e:
-                description = f"INVALID: {e.problems[0] if e.problems else 'unreadable'}"
-            entries.append(ProfileEntry(path.stem, origin, description, path))
+                description, valid = f"INVALID: {e.problems[0] if e.problems else 'unreadable'}", False
+            entries.append(ProfileEntry(path.stem, origin, description, path, valid))
     return entries

@@ -81,12 +81,12 @@ def test_output_on_read_only_file_system_exits_2(tmp_path):
 def test_disk_full_is_a_clear_error_not_a_bug(monkeypatch, capsys):
     import errno
 
-    from builder import cli
+    from builder import commands
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "/out/x.iso")
 
-    monkeypatch.setattr(cli, "load_profile", full)
+    monkeypatch.setattr(commands, "load_profile", full)
     with pytest.raises(SystemExit) as info:
         main(["build"])
     err = capsys.readouterr().err

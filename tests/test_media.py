@@ -232,7 +232,8 @@ def test_terminal_user_confirms_with_yes(isos, tmp_path):
     out.write_bytes(b"old")
     code, text = _burn_on_a_terminal([str(isos["good"]), str(out)], b"yes\n")
     assert code == 0, text
-    assert "will be replaced" in text and "Writing" in text  # the summary, then the progress bar
+    assert "will be replaced" in text  # the summary, then a step for the write and one for the read-back
+    assert f"writing {out}" in text and f"reading {out} back" in text
     assert out.read_bytes() == isos["good"].read_bytes()
 
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from builder import qemu
+from builder.console import Console
 from builder.profile.model import Firmware
 from builder.qemu import BootOptions, MediaKind, judge_ready, qemu_command
 
@@ -51,6 +53,16 @@ def _fake_boot(script: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True)
 
 
+def _watch(proc: subprocess.Popen[bytes], timeout: float, console_log: Path | None) -> qemu.BootResult:
+    log_file = console_log.open("wb") if console_log else None
+    try:
+        assert proc.stdout is not None
+        return qemu._watch(proc, Console(proc.stdout.fileno(), None, log_file), time.monotonic(), timeout, "tcg")
+    finally:
+        if log_file:
+            log_file.close()
+
+
 def test_watch_reports_stages_and_ready(tmp_path):
     ready = json.dumps({"profile": "p", "xen": "4.17.5", "guests": {"tiny": {"state": "running"}}})
     script = (
@@ -63,7 +75,7 @@ def test_watch_reports_stages_and_ready(tmp_path):
     )
     proc = _fake_boot(script)
     try:
-        result = qemu._watch(proc, 20, "tcg", tmp_path / "console.log")
+        result = _watch(proc, 20, tmp_path / "console.log")
     finally:
         qemu._terminate(proc)
     assert result.passed and result.stage == "ready"
@@ -80,7 +92,7 @@ def test_watch_fails_fast_on_panic_and_keeps_tail():
                       "print('(XEN) ****************************************', flush=True)\n"
                       "time.sleep(30)\n")  # fmt: skip
     try:
-        result = qemu._watch(proc, 20, "tcg", None)
+        result = _watch(proc, 20, None)
     finally:
         qemu._terminate(proc)
     assert not result.passed and result.stage == "xen"
@@ -92,7 +104,7 @@ def test_watch_fails_fast_on_panic_and_keeps_tail():
 def test_watch_times_out():
     proc = _fake_boot("import time\nprint('GRUB', flush=True)\ntime.sleep(30)\n")
     try:
-        result = qemu._watch(proc, 1.5, "tcg", None)
+        result = _watch(proc, 1.5, None)
     finally:
         qemu._terminate(proc)
     assert not result.passed and result.reason == "timed out after 2 s" and result.stage == "boot loader"

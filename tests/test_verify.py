@@ -536,6 +536,19 @@ def test_cli_verify_exit_codes_and_lines(pristine, tmp_path):
     assert proc.returncode == 2 and "--sha256: expected 64 hexadecimal digits, got 'nothex'" in proc.stderr
 
 
+def test_cli_verify_json(pristine, tmp_path):
+    iso = copy_of(pristine, tmp_path / "out")
+    proc = xenlive("verify", "--json", "--sha256", sha256_file(iso), str(iso))
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert json.loads(proc.stdout) == {"iso": str(iso), "ok": True, "problems": [], "warnings": [],
+                                       "sha256_from": "--sha256"}  # fmt: skip
+    bad = tampered(iso, flip(100), tmp_path)
+    proc = xenlive("verify", "--json", "--sha256", sha256_file(iso), str(bad))
+    assert proc.returncode == 1 and proc.stderr == f"error: {bad}: 2 problem(s) found\n"
+    found = json.loads(proc.stdout)
+    assert found["ok"] is False and len(found["problems"]) == 2 and "MBR boot code" in " ".join(found["problems"])
+
+
 def ending_short_of_a_mib(master, room: int) -> tuple[Path, dict[str, bytes]]:
     """An ISO whose ISO 9660 volume ends `room` bytes before a 1 MiB boundary (a filler file sized to
     get there), and the extra file it holds."""

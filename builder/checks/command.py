@@ -25,11 +25,7 @@ from builder.profile import load_profile
 def run_check_command(profile_spec: str | None, names: tuple[str, ...], *, host: bool, as_json: bool,
                       list_all: bool) -> None:  # fmt: skip
     if list_all:
-        for c in all_checks():
-            when = "after dom0 is built" if c.needs_build else "static"
-            skip = "" if c.skippable else " (cannot be skipped)"
-            click.echo(f"{c.id:<24} {c.scope:<8} {c.severity:<8} {when:<20} {c.title}{skip}")
-        click.echo("\nknown targets: " + ", ".join(target_files()))
+        list_checks(as_json)
         return
     profile = load_profile(profile_spec)
     targets: list[Target] = load_targets(names) if names else []
@@ -52,3 +48,18 @@ def run_check_command(profile_spec: str | None, names: tuple[str, ...], *, host:
         raise CheckFailed(
             f"error-level checks failed on {len(failing)} of {len(targets)} targets: {', '.join(failing)}"
         )
+
+
+def list_checks(as_json: bool) -> None:
+    """`check --list`: every check with its scope, severity and phase, and the known targets."""
+    if as_json:
+        checks = [{"id": c.id, "scope": str(c.scope), "severity": str(c.severity), "needs_build": c.needs_build,
+                   "skippable": c.skippable, "title": c.title, "why": c.why} for c in all_checks()]  # fmt: skip
+        targets = [{"name": name, "file": str(path)} for name, path in target_files().items()]
+        click.echo(json.dumps({"checks": checks, "targets": targets}, indent=2))
+        return
+    for c in all_checks():
+        when = "after dom0 is built" if c.needs_build else "static"
+        skip = "" if c.skippable else " (cannot be skipped)"
+        click.echo(f"{c.id:<24} {c.scope:<8} {c.severity:<8} {when:<20} {c.title}{skip}")
+    click.echo("\nknown targets: " + ", ".join(target_files()))

@@ -18,6 +18,7 @@ from builder.checks.profile_rules import require_built
 from builder.context import BuildContext
 from builder.errors import CheckFailed, UsageError
 from builder.hardware import QEMU_TARGETS, Target, load_targets
+from builder.log import VERBOSE
 from builder.profile.model import Profile
 
 log = logging.getLogger(__name__)
@@ -64,5 +65,5 @@ def gate(ctx: BuildContext, ignore: tuple[str, ...] = (), *, built: bool) -> Rep
             hint="fix the profile, or build anyway with " + " ".join(f"--ignore-check {i}" for i in ids),
         )
     phase = "built-file" if built else "static"
-    log.info("    %s checks passed on %s", phase, ", ".join(t.name for t in targets))
+    log.log(VERBOSE, "    %s checks passed on %s", phase, ", ".join(t.name for t in targets))
     return report

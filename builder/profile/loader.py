@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -26,20 +27,24 @@ MAX_PARENTS = 16  # depth of an extends chain; deeper is surely a mistake
 BUILTIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+LOCAL_PROFILES = Path("profiles")  # a project's own profiles, found by name from where xenlive runs
 
 
 def builtin_profiles_dir() -> Path:
-    """The profiles that ship with xenlive (`xenlive build default`)."""
-    return REPO_ROOT / "profiles"
+    """The profiles that ship with xenlive (`xenlive build default`): package data, so an installed
+    xenlive finds them wherever it runs, not only next to a source checkout."""
+    return PACKAGE_DIR / "profiles"
 
 
-def load_profile(spec: str | Path | None, ignore: tuple[str, ...] = ()) -> Profile:
+def load_profile(spec: str | Path | None, ignore: tuple[str, ...] = (), variables: Mapping[str, str] | None = None
+                 ) -> Profile:  # fmt: skip
     """Read, validate and finalize a profile; raise ProfileError listing every problem.
 
     The profile rules of builder/checks/ run here (all but those that need dom0's built tree), so
     `show`, `check` and `build` refuse the same profiles before anything is built. `ignore` names
-    rules to skip, as `--ignore-check` does, where skipping one makes sense.
+    rules to skip, as `--ignore-check` does, where skipping one makes sense. `variables` (from
+    `--var KEY=VALUE`) replace or add entries of `vars:` before anything uses them.
     """
     from builder.checks.profile_rules import static_problems
 
@@ -55,6 +60,8 @@ def load_profile(spec: str | Path | None, ignore: tuple[str, ...] = ()) -> Profi
     if problems or profile is None:
         raise ProfileError(problems)
     profile = dataclasses.replace(profile, source=path.resolve(), locations=locations(root))
+    if variables:
+        profile = dataclasses.replace(profile, vars={**profile.vars, **variables})
     profile = finalize(profile)
     problems = static_problems(profile, ignore)
     if problems:
@@ -63,14 +70,19 @@ def load_profile(spec: str | Path | None, ignore: tuple[str, ...] = ()) -> Profi
 
 
 def resolve_profile_path(spec: str | Path | None, base: Path | None = None) -> Path:
-    """A path as given (relative to `base` when set), or the name of a built-in profile."""
+    """A path as given (relative to `base` when set), else a profile's name: on the command line
+    ./profiles/NAME.yaml, then the built-in NAME (the order `xenlive profiles` lists them in); in
+    `extends:` (with `base`), a built-in name only, so a local `default.yaml` can extend the built-in."""
     if spec is None:
         return builtin_profiles_dir() / "default.yaml"
     path = Path(base, spec) if base is not None else Path(spec)
-    if not path.exists() and BUILTIN_NAME.fullmatch(str(spec)):
-        builtin = builtin_profiles_dir() / f"{spec}.yaml"
-        if builtin.exists():
-            return builtin
+    if path.exists() or not BUILTIN_NAME.fullmatch(str(spec)):
+        return path
+    search = [builtin_profiles_dir()] if base is not None else [LOCAL_PROFILES, builtin_profiles_dir()]
+    for directory in search:
+        candidate = directory / f"{spec}.yaml"
+        if candidate.is_file():
+            return candidate
     return path
 
 

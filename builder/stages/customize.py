@@ -31,6 +31,7 @@ from typing import Any
 
 from builder.context import BuildContext
 from builder.errors import XenliveError
+from builder.log import VERBOSE
 from builder.profile import BUILTIN_LOCALES, Profile, User, template_context
 from builder.run import run
 from builder.templating import render, render_file
@@ -65,7 +66,7 @@ def customize(ctx: BuildContext) -> None:
     if base is not None:
         generate_locale(profile.dom0.locale, base, ctx.top)
     for overlay in profile.dom0.overlays:
-        log.info("    overlay %s", overlay)
+        log.log(VERBOSE, "    overlay %s", overlay)
         apply_overlay(profile.base_dir / overlay, ctx.top, context, base)
     write_files(profile, ctx.top, base, context, owners, _accounts(ctx.top, base))
     (ctx.top / "etc/xenlive").mkdir(parents=True, exist_ok=True)
@@ -364,7 +365,7 @@ def generate_locale(locale: str, base: Path, top: Path) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="xenlive-locale-", dir=base / "tmp"))
     try:
         inside = f"/tmp/{scratch.name}/{locale_dir_name(locale)}"
-        log.info("    localedef %s (%s)", locale, charmap)
+        log.log(VERBOSE, "    localedef %s (%s)", locale, charmap)
         run(["chroot", os.fspath(base), "localedef", "--no-archive", "-i", source, "-f", charmap, inside])
         if target.exists():
             shutil.rmtree(target)

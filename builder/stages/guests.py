@@ -37,6 +37,7 @@ from builder import cache, cpio, medium, mmdebstrap
 from builder.checks.rules import guest_need_mib
 from builder.context import BuildContext
 from builder.errors import CommandError, XenliveError
+from builder.log import VERBOSE, step
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
 from builder.run import run
 from builder.stages.rootfs import boot_file
@@ -92,15 +93,16 @@ def build_guests(ctx: BuildContext) -> None:
     conf_dir = ctx.top / "etc/xenlive/guests"
     for directory in (guest_dir, auto_dir, conf_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    for guest in ctx.profile.guests:
+    for i, guest in enumerate(ctx.profile.guests, 1):
         medium_dir = ctx.staging / "guests" / guest.name
         medium_dir.mkdir(parents=True, exist_ok=True)
-        if guest.kind == GuestKind.BUSYBOX:
-            place_busybox(ctx, guest, medium_dir)
-        elif guest.kind == GuestKind.DEBIAN:
-            place_debian(ctx, guest, medium_dir)
-        else:
-            place_image(ctx, guest, medium_dir)
+        with step(f"guest {i}/{len(ctx.profile.guests)}: {guest.name} ({guest.kind})"):
+            if guest.kind == GuestKind.BUSYBOX:
+                place_busybox(ctx, guest, medium_dir)
+            elif guest.kind == GuestKind.DEBIAN:
+                place_debian(ctx, guest, medium_dir)
+            else:
+                place_image(ctx, guest, medium_dir)
         (guest_dir / f"{guest.name}.cfg").write_text(xl_config(ctx.profile, guest))
         if guest.autostart:
             (auto_dir / f"{guest.name}.cfg").symlink_to(f"../guests/{guest.name}.cfg")
@@ -364,9 +366,10 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
             path.write_text(text)
             os.chmod(path, mode)
         tarball = tmp / "root.tar"
-        log.info("    mmdebstrap %s guest %s", guest.debian.suite, guest.name)
+        log.log(VERBOSE, "    mmdebstrap %s guest %s", guest.debian.suite, guest.name)
         try:
-            run(mmdebstrap_command(guest, overlay, tarball), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+            run(mmdebstrap_command(guest, overlay, tarball), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)},
+                output=mmdebstrap.AptProgress(f"guest {guest.name}"))  # fmt: skip
         except CommandError as e:
             i = ctx.profile.guests.index(guest)
             at = f"guests[{i}].debian.suite"
@@ -377,7 +380,7 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
             raise bad from e
         tree_bytes, inodes = extract_boot(tarball, tmp)
         size = disk_size_mib(guest, tree_bytes, inodes)
-        log.info("    mkfs.ext4 -d: %d MiB disk for guest %s", size, guest.name)
+        log.log(VERBOSE, "    mkfs.ext4 -d: %d MiB disk for guest %s", size, guest.name)
         # mkfs.ext4 reads a tarball itself only from e2fsprogs 1.47.1 on (Debian 12 has 1.47.0).
         tree = tmp / "tree"
         tree.mkdir()
@@ -392,7 +395,7 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
     entry, cached = ctx.holds.enter_context(cache.use(ctx.cache_dir, "guest", key, make))
     ctx.cache_hits[f"guest:{guest.name}"] = cached
     if cached:
-        log.info("    reusing cached guest %s (%s)", guest.name, key)
+        log.log(VERBOSE, "    reusing cached guest %s (%s)", guest.name, key)
     for name in ("vmlinuz", "initrd.img", "disk.img"):
         _place(entry / name, medium_dir / name)
 

@@ -31,6 +31,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 from builder.context import BuildContext
 from builder.errors import IsoError
 from builder.hybrid import SECTOR, SYSTEM_AREA, SparseImage, finish_hybrid, padding_after_volume
+from builder.log import Meter
 from builder.medium import BOOT_CATALOG, EFI_IMAGE, ISOLINUX_BIN
 from builder.profile.model import Firmware
 
@@ -165,7 +166,8 @@ def _master(ctx: BuildContext, tmp: Path, rng: random.Random) -> None:
         # add_isohybrid() checks the boot file and builds pycdlib's own IsoHybrid; only its padding changes.
         if iso.isohybrid_mbr is not None:
             iso.isohybrid_mbr.__class__ = RoomyHybrid
-    iso.write(os.fspath(tmp))
+    meter = Meter("writing the ISO", unit="bytes")
+    iso.write(os.fspath(tmp), progress_cb=lambda done, total, _opaque: meter(done, total))
     iso.close()
 
 

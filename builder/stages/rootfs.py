@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from builder import cache, mmdebstrap
 from builder.context import BuildContext
 from builder.errors import CommandError, XenliveError
 from builder.fsutil import unmount_below
+from builder.log import VERBOSE, Meter
 from builder.packages import dom0_packages
 from builder.run import run
 
@@ -38,17 +41,21 @@ DPKG_OPTIONS = [
 
 
 def rootfs_key(ctx: BuildContext) -> str:
+    """The cache key of the dom0 base. mmdebstrap's unshare mode (a build without root) leaves /dev
+    empty where root mode makes device nodes (devtmpfs covers /dev at boot either way): its trees
+    are keyed apart, and root's keys stay what they were."""
     dom0 = ctx.profile.dom0
-    return cache.input_hash(
-        {
-            "stage": STAGE_VERSION,
-            "suite": dom0.suite,
-            "mirror": dom0.mirror,
-            "packages": sorted(dom0_packages(dom0.suite, dom0.packages)),
-            "excludes": MEDIUM_FILES,
-            "dpkg": DPKG_OPTIONS,
-        }
-    )
+    inputs = {
+        "stage": STAGE_VERSION,
+        "suite": dom0.suite,
+        "mirror": dom0.mirror,
+        "packages": sorted(dom0_packages(dom0.suite, dom0.packages)),
+        "excludes": MEDIUM_FILES,
+        "dpkg": DPKG_OPTIONS,
+    }
+    if mmdebstrap.mode() != "root":
+        inputs["mode"] = mmdebstrap.mode()
+    return cache.input_hash(inputs)
 
 
 def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
@@ -60,21 +67,37 @@ def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
 
 
 def squashfs_command(tree: Path, output: Path, excludes: list[str] | None = None) -> list[str]:
-    args: list[str | Path] = ["mksquashfs", tree, output, "-noappend", "-comp", "zstd", "-quiet", "-no-progress"]
+    args: list[str | Path] = ["mksquashfs", tree, output, "-noappend", "-comp", "zstd", "-quiet"]
     cmd = [os.fspath(p) for p in args]
     if excludes:
         cmd += ["-wildcards", "-e", *excludes]
     return cmd
 
 
+SQUASHFS_PROGRESS = re.compile(r".*\]\s+(\d+)/(\d+)\s+(\d+)%")  # mksquashfs: [===|   ] 3600/4947  72%
+
+
+def squashfs_progress(what: str) -> Callable[[str], None]:
+    """Follows mksquashfs's progress bar (-quiet leaves only the bar) and reports its percentage."""
+    meter = Meter(what)
+
+    def feed(line: str) -> None:
+        found = SQUASHFS_PROGRESS.fullmatch(line.strip())
+        if found:
+            meter(int(found[3]), 100)
+
+    return feed
+
+
 def build_rootfs(ctx: BuildContext) -> None:
     key = rootfs_key(ctx)
 
     def make(tmp: Path) -> list[str]:
-        log.info("    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
+        log.log(VERBOSE, "    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
         dom0 = ctx.profile.dom0
         try:
-            run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+            run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)},
+                output=mmdebstrap.AptProgress("dom0"))  # fmt: skip
         except CommandError as e:
             where = ctx.profile.where("dom0.suite")
             bad = mmdebstrap.explain(e, suite=dom0.suite, mirror=dom0.mirror, where=where, key="dom0.suite")
@@ -83,16 +106,16 @@ def build_rootfs(ctx: BuildContext) -> None:
             raise bad from e
         finally:
             unmount_below(tmp / "tree")
-        log.info("    mksquashfs (zstd)")
+        log.log(VERBOSE, "    mksquashfs (zstd)")
         run(squashfs_command(tmp / "tree", tmp / "base.squashfs", SQUASHFS_EXCLUDES),
-            env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})  # fmt: skip
+            env={"SOURCE_DATE_EPOCH": str(ctx.epoch)}, output=squashfs_progress("base layer (mksquashfs)"))  # fmt: skip
         sealed = ["base.squashfs", "tree/var/lib/dpkg/status"]
         return sealed + [f"tree/boot/{p.name}" for p in (tmp / "tree/boot").iterdir() if p.is_file()]
 
     entry, cached = ctx.holds.enter_context(cache.use(ctx.cache_dir, "rootfs", key, make))
     ctx.cache_hits["rootfs"] = cached
     if cached:
-        log.info("    reusing cached dom0 base %s", key)
+        log.log(VERBOSE, "    reusing cached dom0 base %s", key)
     ctx.rootfs = entry / "tree"
     ctx.base_squashfs = entry / "base.squashfs"
 

@@ -8,7 +8,7 @@ import shutil
 from builder.context import BuildContext
 from builder.medium import BASE_LAYER, TOP_LAYER
 from builder.run import run
-from builder.stages.rootfs import squashfs_command
+from builder.stages.rootfs import squashfs_command, squashfs_progress
 
 
 def squash(ctx: BuildContext) -> None:
@@ -21,4 +21,4 @@ def squash(ctx: BuildContext) -> None:
         shutil.copyfile(ctx.base_squashfs, base)
     # mksquashfs stamps the image and every file with SOURCE_DATE_EPOCH (and refuses -all-time with it).
     top = squashfs_command(ctx.top, ctx.staging / TOP_LAYER)
-    run([*top, "-all-root"], env={"SOURCE_DATE_EPOCH": str(ctx.epoch)})
+    run([*top, "-all-root"], env={"SOURCE_DATE_EPOCH": str(ctx.epoch)}, output=squashfs_progress("top layer"))

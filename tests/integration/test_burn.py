@@ -1,6 +1,6 @@
 """Burn the real default ISO and boot what was written: the image on a "stick" must still boot.
 
-Builds profiles/default.yaml (about 30 s with a warm dom0 cache), writes it with `xenlive burn`
+Builds the built-in default profile (about 30 s with a warm dom0 cache), writes it with `xenlive burn`
 to an image file and through the CD path (xorriso's stdio: pseudo-drive), then boots the written
 file in QEMU as a USB disk (about 70 s to XENLIVE-READY under TCG on 2 cores).
 """

@@ -1,4 +1,4 @@
-"""Build profiles/default.yaml for real and boot it in QEMU four ways (BIOS/UEFI x CD/USB).
+"""Build the built-in default profile for real and boot it in QEMU four ways (BIOS/UEFI x CD/USB).
 
 Needs root (mmdebstrap), the host tools from scripts/setup and access to the Debian mirror.
 Under TCG on a 2-core machine: about 2.5 minutes to build, about 70 s per boot.
@@ -81,7 +81,8 @@ def test_rebuild_is_cached_and_byte_identical(default_iso, tmp_path):
 def test_matrix_boots_to_ready_with_guest_running(default_iso, tmp_path):
     reports, junit = tmp_path / "reports", tmp_path / "junit.xml"
     proc = xenlive("test", str(default_iso), "--matrix", "--timeout", str(BOOT_TIMEOUT), "--json",
-                   "--report-dir", str(reports), "--junit", str(junit), check=False)  # fmt: skip
+                   "--report-dir", str(reports), "--junit", str(junit), "--expect", ".*XENLIVE-HWCHECK.*",
+                   "--exec", "xl list", "--exec", "test -d /run/live/medium && echo medium", check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(proc.stdout)
     assert {(r["firmware"], r["media"]) for r in runs} == {(f, m) for f in ("bios", "uefi") for m in ("cdrom", "usb")}
@@ -90,6 +91,11 @@ def test_matrix_boots_to_ready_with_guest_running(default_iso, tmp_path):
         built = json.loads(default_iso.with_name(default_iso.name + ".manifest.json").read_text())["xen"]
         assert run["ready"]["xen"].split(".")[:2] == built.split(".")[:2]  # the Xen the build put on it
         assert {"boot loader", "xen", "dom0 kernel", "dom0 userspace", "ready"} <= set(run["stages"])
+        assert run["expected"][".*XENLIVE-HWCHECK.*"] is not None
+        xl_list, medium = run["commands"]  # --exec: typed on dom0's serial console, run as root
+        assert xl_list["exit"] == 0 and any(line.startswith("Domain-0 ") for line in xl_list["output"]), xl_list
+        assert any(line.startswith("tiny ") for line in xl_list["output"]), xl_list
+        assert medium["exit"] == 0 and "medium" in medium["output"], medium
         run_dir = Path(run["report_dir"])
         assert {p.name for p in run_dir.iterdir()} >= {"console.log", "menu.png", "end.png", "result.json"}
         assert (run_dir / "menu.png").read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,4 @@
-"""Debian 13 builds: profiles/trixie.yaml with Xen 4.20 and Linux 6.12, its facts read from the files.
+"""Debian 13 builds: builder/profiles/trixie.yaml with Xen 4.20 and Linux 6.12, its facts read from the files.
 
 The default is still Debian 12 (tests/integration/test_default_iso.py boots it every way): a trixie
 dom0 starts but its services do not reach XENLIVE-READY yet (README, "Debian 13"). This proves the

@@ -1,4 +1,4 @@
-"""profiles/xenoppix.yaml for real: one build, one boot in QEMU (TCG), read off the console.
+"""The built-in xenoppix profile for real: one build, one boot in QEMU (TCG), read off the console.
 
 The evidence: dom0's XENLIVE-SETTINGS line (the Japanese locale loads, the jp106 keymap is in the
 kernel, the time zone is set, the xenbr0 bridge holds dom0's DHCP address), and XENLIVE-READY
@@ -39,7 +39,7 @@ def boot(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Completed
     """Build and boot once; the tests read the result and the console log."""
     tmp = tmp_path_factory.mktemp("xenoppix")
     iso = tmp / "xenoppix.iso"
-    built = xenlive("build", "profiles/xenoppix.yaml", "-o", str(iso))
+    built = xenlive("build", "xenoppix", "-o", str(iso))
     assert built.returncode == 0, built.stderr
     report = tmp / "report"
     proc = xenlive("test", str(iso), "--timeout", str(BOOT_TIMEOUT), "--report-dir", str(report), "--json")

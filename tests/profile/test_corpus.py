@@ -21,7 +21,7 @@ from ..conftest import REPO
 
 CORPUS = REPO / "tests/data/bad-profiles"
 CASES = sorted(p.name for p in CORPUS.glob("*.yaml"))
-SHIPPED = sorted((REPO / "profiles").glob("*.yaml"))
+SHIPPED = sorted((REPO / "builder/profiles").glob("*.yaml"))
 
 
 def test_corpus_is_large_enough():

@@ -26,11 +26,11 @@ def test_default_profile_loads_with_its_guest_and_overlay():
     assert (guest.type, guest.memory, guest.kernel, guest.initrd) == (GuestType.PV, 128, "dom0", "busybox")
     # Kept as written, relative to the profile: `show` and the build id must not depend on the checkout's place.
     assert profile.dom0.overlays == (Path("overlays/welcome"),)
-    assert (profile.base_dir / profile.dom0.overlays[0]).resolve() == REPO / "profiles/overlays/welcome"
+    assert (profile.base_dir / profile.dom0.overlays[0]).resolve() == REPO / "builder/profiles/overlays/welcome"
 
 
 def test_builtin_name_resolves_to_profiles_dir():
-    assert load_profile("default").source == REPO / "profiles/default.yaml"
+    assert load_profile("default").source == REPO / "builder/profiles/default.yaml"
 
 
 def test_minimal_profile_gets_defaults(write_profile):
@@ -142,7 +142,7 @@ def test_to_data_round_trips_through_yaml(write_profile, tmp_path):
     profile = load_profile(None)
     data = to_data(profile)
     (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles/overlays").symlink_to(REPO / "profiles/overlays")
+    (tmp_path / "profiles/overlays").symlink_to(REPO / "builder/profiles/overlays")
     again = load_profile(write_profile(yaml.safe_dump(data), "profiles/p.yaml"))
     assert to_data(again) == data
 
@@ -176,7 +176,7 @@ def test_several_parents_merge_in_order_and_builtin_names_work(write_profile):
     assert [g.name for g in profile.guests] == ["tiny"]  # from the built-in default
     # The parent's relative overlay path is rebased onto the child's directory, still relative.
     assert not profile.dom0.overlays[0].is_absolute()
-    assert (profile.base_dir / profile.dom0.overlays[0]).resolve() == REPO / "profiles/overlays/welcome"
+    assert (profile.base_dir / profile.dom0.overlays[0]).resolve() == REPO / "builder/profiles/overlays/welcome"
 
 
 def test_error_in_a_parent_names_the_parents_file(write_profile, tmp_path):

@@ -15,7 +15,7 @@ from builder.profile import load_profile
 
 from ..conftest import REPO
 
-SEEDS = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "profiles").glob("*.yaml"))]
+SEEDS = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "builder/profiles").glob("*.yaml"))]
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**40), max_value=2**40), st.floats(allow_nan=False),
     st.text(max_size=12), st.sampled_from(["", "0", "-1", "1G", "lots", "/etc", "..", "!", "cd-700", "dom0"]),
@@ -68,7 +68,7 @@ def _load_text(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "profiles").mkdir()
-        (root / "profiles/overlays").symlink_to(REPO / "profiles/overlays")
+        (root / "profiles/overlays").symlink_to(REPO / "builder/profiles/overlays")
         path = root / "profiles/p.yaml"
         path.write_text(text)
         try:
@@ -84,7 +84,7 @@ def test_mutated_profiles_never_raise_anything_but_profile_error(data):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(sorted((REPO / "profiles").glob("*.yaml"))), st.data())
+@given(st.sampled_from(sorted((REPO / "builder/profiles").glob("*.yaml"))), st.data())
 def test_mutated_text_never_raises_anything_but_profile_error(path, data):
     text = path.read_text()
     for _ in range(data.draw(st.integers(min_value=1, max_value=4))):

@@ -229,7 +229,7 @@ def test_locale_dir_name(locale, name):
 def test_shipped_profiles_customize(tmp_path, monkeypatch):
     monkeypatch.setattr(customize_module, "run", Recorder())
     for name in ("default", "xenoppix", "lab"):
-        ctx = make_ctx(tmp_path / name, REPO / "profiles" / f"{name}.yaml")
+        ctx = make_ctx(tmp_path / name, REPO / "builder/profiles" / f"{name}.yaml")
         customize(ctx)
         assert (ctx.top / "etc/hostname").read_text() == f"{ctx.profile.dom0.hostname}\n"
 
@@ -243,7 +243,7 @@ def test_units_that_delay_a_live_boot_are_masked(ctx):
 
 # --- the settings files, byte for byte: the shipped profiles and each network shape ---------------
 
-SHIPPED = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+SHIPPED = sorted(p.stem for p in (REPO / "builder/profiles").glob("*.yaml"))
 NETWORK_SHAPES = {
     "bridge-static": "  network: {dhcp: false}\n",
     "bridge-uplink-named": "  network: {interface: enp1s0, bridge: br-lab}\n",
@@ -269,7 +269,8 @@ def settings_files(tmp_path: Path, profile_path: Path, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_settings_files_of_shipped_profiles_golden(tmp_path, monkeypatch, golden, name):
-    golden(f"{name}/dom0-settings.txt", settings_files(tmp_path, REPO / "profiles" / f"{name}.yaml", monkeypatch))
+    path = REPO / "builder/profiles" / f"{name}.yaml"
+    golden(f"{name}/dom0-settings.txt", settings_files(tmp_path, path, monkeypatch))
 
 
 @pytest.mark.parametrize("shape", sorted(NETWORK_SHAPES))

@@ -341,7 +341,7 @@ def test_bad_guest_is_exit_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_xenoppix_carries_three_kinds_with_ready_markers() -> None:
-    profile = load_profile(REPO / "profiles/xenoppix.yaml")
+    profile = load_profile(REPO / "builder/profiles/xenoppix.yaml")
     assert {g.kind.value for g in profile.guests} >= {"busybox", "debian"} and len(profile.guests) >= 3
     assert all(g.ready for g in profile.guests)
 
@@ -464,7 +464,7 @@ def test_judge_ready_requires_declared_markers() -> None:
 
 # --- the files and hooks of the guests stage, byte for byte ----------------------------------------
 
-SHIPPED = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+SHIPPED = sorted(p.stem for p in (REPO / "builder/profiles").glob("*.yaml"))
 HOOK_USERS_PROFILE = """\
 name: hooks
 guests:
@@ -507,7 +507,7 @@ def shipped_ctx(tmp_path: Path, spec: Path) -> BuildContext:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_guest_stage_files_of_shipped_profiles_golden(tmp_path: Path, fake_run: FakeDebootstrap, golden,
                                                       name: str) -> None:  # fmt: skip
-    golden(f"{name}/guest-stage.txt", guest_stage_files(shipped_ctx(tmp_path, REPO / f"profiles/{name}.yaml")))
+    golden(f"{name}/guest-stage.txt", guest_stage_files(shipped_ctx(tmp_path, REPO / f"builder/profiles/{name}.yaml")))
 
 
 def test_guest_stage_files_golden(kinds: BuildContext, fake_run: FakeDebootstrap, golden) -> None:
