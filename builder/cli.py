@@ -118,11 +118,13 @@ def profiles() -> None:
         click.echo(f"{entry.name:<16} {entry.origin:<9} {entry.description}")
 
 
+FIRMWARE_CHOICES = [f.value for f in Firmware]
+MEDIA_CHOICES = ["cdrom", "usb", "stick"]
+
+
 def _boot_options(f: F) -> F:
-    """Options shared by `test` and `boot`."""
+    """Options shared by `test` and `boot` (each has its own --firmware and --media)."""
     options = [
-        click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True),
-        click.option("--media", type=click.Choice(["cdrom", "usb"]), default="cdrom", show_default=True),
         click.option("--memory", type=click.IntRange(min=256), default=2048, show_default=True, help="MiB."),
         click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True),
         click.option("--cpu", help="QEMU CPU model (default: host under KVM, qemu64,+svm under TCG)."),
@@ -135,6 +137,10 @@ def _boot_options(f: F) -> F:
     return f
 
 
+MEDIA_HELP = ("cdrom; usb (the ISO as a USB disk); stick (a USB disk with El Torito hidden, so the firmware boots it"
+              " through the MBR or GPT only, as real machines boot a stick)")  # fmt: skip
+
+
 def _options(firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
              disks: tuple[Path, ...], display: bool = False) -> Any:  # fmt: skip
     from builder import qemu
@@ -143,20 +149,36 @@ def _options(firmware: str, media: str, memory: int, cpus: int, cpu: str | None,
                             cpus=cpus, cpu=cpu, accel=accel, disks=disks, display=display)  # fmt: skip
 
 
+def _expand(given: tuple[str, ...], every: list[str], default: list[str]) -> list[str]:
+    """Repeated choices in the order given, "all" for every one; none given: the default."""
+    if not given:
+        return default
+    return list(dict.fromkeys(v for g in given for v in (every if g == "all" else [g])))
+
+
 @cli.command()
 @click.argument("target")
+@click.option("--firmware", "firmwares", multiple=True, type=click.Choice([*FIRMWARE_CHOICES, "all"]),
+              help="bios, uefi or uefi-ia32 (32-bit OVMF, 64-bit CPU); repeatable, or all. Default: bios.")
+@click.option("--media", "medias", multiple=True, type=click.Choice([*MEDIA_CHOICES, "all"]),
+              help=MEDIA_HELP + "; repeatable, or all. Default: cdrom.")
 @_boot_options
-@click.option("--matrix", is_flag=True, help="Boot bios/uefi x cdrom/usb and summarise.")
+@click.option("--matrix", is_flag=True,
+              help="Boot every --firmware x --media combination (default bios, uefi x cdrom, usb) and summarise.")
 @click.option("--timeout", type=click.IntRange(min=1), default=900, show_default=True, help="Seconds per boot.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Boots at once with --matrix (default: cores / cpus).")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Console logs, screenshots, result.json (default: ./xenlive-test/NAME).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def test(target: str, firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
-         disks: tuple[Path, ...], matrix: bool, timeout: int, jobs: int | None, report_dir: Path | None,
+def test(target: str, firmwares: tuple[str, ...], medias: tuple[str, ...], memory: int, cpus: int, cpu: str | None,
+         accel: str, disks: tuple[Path, ...], matrix: bool, timeout: int, jobs: int | None, report_dir: Path | None,
          junit: Path | None, as_json: bool) -> None:  # fmt: skip
-    """Boot TARGET (an ISO, or a profile to build first) headless until every autostart guest runs."""
+    """Boot TARGET (an ISO, or a profile to build first) headless until every autostart guest runs.
+
+    Where the firmware cannot start Xen (uefi-ia32), it passes when "Linux without Xen" is up.
+    Several --firmware or --media values boot every combination of them, as --matrix does.
+    """
     from builder import boottest, qemu
 
     iso = Path(target)
@@ -164,15 +186,17 @@ def test(target: str, firmware: str, media: str, memory: int, cpus: int, cpu: st
         iso = _build_for_test(target)  # a profile file or a built-in profile's name
     elif not iso.is_file():
         raise UsageError(f"{iso}: no such ISO file")
-    opts = _options(firmware, media, memory, cpus, cpu, accel, disks)
-    combos = boottest.MATRIX if matrix else [(Firmware(firmware), qemu.MediaKind(media))]
+    fws = _expand(firmwares, FIRMWARE_CHOICES, [str(f) for f in boottest.MATRIX_FIRMWARE] if matrix else ["bios"])
+    mds = _expand(medias, MEDIA_CHOICES, [str(m) for m in boottest.MATRIX_MEDIA] if matrix else ["cdrom"])
+    opts = _options(fws[0], mds[0], memory, cpus, cpu, accel, disks)
+    combos = [(Firmware(f), qemu.MediaKind(m)) for f in fws for m in mds]
     report_root = report_dir or Path("xenlive-test") / iso.stem
     runs = boottest.run_boots(iso, combos, opts, timeout, report_root, jobs or boottest.default_jobs(cpus))
     if junit:
         boottest.write_junit(runs, junit, iso)
     if as_json:
         report = [run.as_dict() for run in runs]
-        click.echo(json.dumps(report if matrix else report[0], indent=2))
+        click.echo(json.dumps(report if matrix or len(runs) > 1 else report[0], indent=2))
     click.echo(boottest.summary_table(runs), err=True)
     failed = [run for run in runs if not run.result.passed]
     for run in failed:
@@ -198,6 +222,8 @@ def _build_for_test(target: str) -> Path:
 
 @cli.command()
 @click.argument("iso", type=click.Path(path_type=Path))
+@click.option("--firmware", type=click.Choice(FIRMWARE_CHOICES), default="bios", show_default=True)
+@click.option("--media", type=click.Choice(MEDIA_CHOICES), default="cdrom", show_default=True, help=MEDIA_HELP)
 @_boot_options
 @click.option("--display", is_flag=True, help="Show the screen in a window as well.")
 def boot(iso: Path, firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,

@@ -29,7 +29,7 @@ cpu:
   flags: [lm, vmx, ept]
 memory: 4G
 firmware:
-  modes: [bios]
+  type: bios
 """
 
 
@@ -59,7 +59,21 @@ def test_qemu_targets_match_what_xenlive_test_boots() -> None:
     for t in (bios, uefi):
         assert t.memory == 2048 and t.cpu.threads == 2
         assert "svm" in t.flags and "npt" not in t.flags  # -cpu qemu64,+svm
-    assert bios.firmware.modes == (Firmware.BIOS,) and uefi.firmware.modes == (Firmware.UEFI,)
+    assert bios.firmware.type is Firmware.BIOS and uefi.firmware.type is Firmware.UEFI
+    ia32 = load_target("qemu-uefi-ia32")  # --firmware uefi-ia32: the same machine with 32-bit OVMF
+    assert ia32.firmware.type is Firmware.UEFI_IA32 and not ia32.firmware.csm
+    assert (ia32.memory, ia32.cpu.threads, ia32.flags) == (uefi.memory, uefi.cpu.threads, uefi.flags)
+    assert "qemu-uefi-ia32" not in QEMU_TARGETS  # Xen cannot start there: no image would pass its check
+
+
+def test_database_has_32_bit_uefi_machines_of_both_kinds() -> None:
+    """A Bay Trail machine (64-bit CPU, 32-bit UEFI, no CSM) and an early Intel Mac (32-bit EFI
+    with Boot Camp's BIOS emulation, the only way Xen starts there)."""
+    baytrail, mac = load_target("asus-t100ta"), load_target("apple-macbookpro2-2")
+    for t in (baytrail, mac):
+        assert t.firmware.type is Firmware.UEFI_IA32 and t.cpu.arch is Arch.X86_64 and "lm" in t.flags
+    assert baytrail.firmware.csm is False and mac.firmware.csm is True
+    assert "Bay Trail" in baytrail.description and mac.year == 2006
 
 
 def test_known_issues_list_loads() -> None:
@@ -95,7 +109,16 @@ def test_device_kind_from_class_code() -> None:
             "{f}:11:10: pci[0].id: '8086-27a2' is not valid: vendor:device in lower-case hex, like \"8086:27a2\"",
         ),
         (MINIMAL + "firmware2: x\n", "{f}:10:1: firmware2: unknown key; did you mean 'firmware'?"),
-        (MINIMAL.replace("  modes: [bios]", "  modes: []"), "{f}:9:10: firmware.modes: expected at least one entry"),
+        (
+            MINIMAL.replace("type: bios", "type: efi"),
+            "{f}:9:9: firmware.type: expected one of bios, uefi, uefi-ia32, got 'efi'",
+        ),
+        (
+            MINIMAL.replace("type: bios", "modes: [bios, uefi]"),
+            "{f}:9:3: firmware.modes: firmware.modes is now firmware.type (one of bios, uefi, uefi-ia32) and, for a"
+            " UEFI machine that can also boot legacy BIOS media, csm: true",
+        ),
+        (MINIMAL + "  csm: true\n", "{f}:10:8: firmware.csm: a BIOS machine has no CSM: that is a UEFI part"),
         ("description: x\n", "{f}:1:1: missing required key 'cpu'"),
         ("cpu: [\n", "{f}:2:1: YAML syntax error"),
         ("", "{f}: the hardware file is empty"),

@@ -15,7 +15,12 @@ from builder.qemu import BootOptions, MediaKind, judge_ready, qemu_command
 @pytest.fixture(autouse=True)
 def fake_qemu(monkeypatch):
     monkeypatch.setattr(qemu, "require_qemu", lambda: "qemu-system-x86_64")
-    monkeypatch.setattr(qemu, "find_ovmf", lambda: qemu.OvmfConfig(Path("/fw/CODE.fd"), Path("/fw/VARS.fd")))
+    def find_ovmf(firmware: Firmware = Firmware.UEFI) -> qemu.OvmfConfig:
+        if firmware is Firmware.UEFI_IA32:
+            return qemu.OvmfConfig(Path("/fw/CODE32.fd"), Path("/fw/VARS32.fd"), requires_smm=True)
+        return qemu.OvmfConfig(Path("/fw/CODE.fd"), Path("/fw/VARS.fd"))
+
+    monkeypatch.setattr(qemu, "find_ovmf", find_ovmf)
 
 
 def test_bios_cdrom_command_uses_tcg_cpu_model():
@@ -34,6 +39,21 @@ def test_uefi_usb_command_uses_pflash_q35_and_usb_storage():
     assert "file=/x.iso,format=raw,if=none,id=boot,snapshot=on" in cmd
 
 
+def test_uefi_ia32_command_uses_32_bit_ovmf_with_smm_and_a_64_bit_cpu():
+    cmd = qemu_command(Path("/x.iso"), BootOptions(Firmware.UEFI_IA32, MediaKind.CDROM), "tcg", Path("/t/V.fd"))
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE32.fd" in cmd
+    assert cmd[cmd.index("-machine") + 1] == "q35,smm=on"
+    assert cmd[cmd.index("-global") + 1] == "driver=cfi.pflash01,property=secure,value=on"
+    assert cmd[cmd.index("-cpu") + 1] == "qemu64,+svm"  # a 64-bit CPU behind 32-bit firmware, as on Bay Trail
+
+
+def test_stick_command_starts_paused_with_the_iso_as_a_usb_disk():
+    cmd = qemu_command(Path("/x.iso"), BootOptions(Firmware.UEFI, MediaKind.STICK), "tcg", Path("/t/V.fd"))
+    assert "-S" in cmd and "usb-storage,bus=xhci.0,drive=boot,bootindex=0" in cmd
+    assert "file=/x.iso,format=raw,if=none,id=boot,snapshot=on" in cmd  # writes go to a snapshot, never the ISO
+    assert "-S" not in qemu_command(Path("/x.iso"), BootOptions(Firmware.UEFI, MediaKind.USB), "tcg", Path("/v"))
+
+
 def test_kvm_command():
     cmd = qemu_command(Path("/x.iso"), BootOptions(), "kvm", None)
     assert cmd[cmd.index("-accel") + 1] == "kvm"
@@ -45,6 +65,16 @@ def test_judge_ready():
     bad = {"profile": "p", "xen": "4.17.5", "guests": {"a": {"state": "failed", "reason": "no memory"}}}
     assert judge_ready(bad) == "guests not running: a: failed (no memory)"
     assert judge_ready({"xen": None, "guests": {}}) == "dom0 is not running under Xen"
+
+
+def test_judge_ready_where_xen_cannot_start():
+    """On 32-bit UEFI the medium boots Linux without Xen: that passes, and Xen running there is a surprise."""
+    bare = {"profile": "p", "xen": None, "guests": {"a": {"state": "failed", "reason": "not running under Xen"}}}
+    assert judge_ready(bare, expect_xen=False) is None
+    assert judge_ready(bare) == "dom0 is not running under Xen"
+    assert judge_ready({**bare, "xen": "4.17.5"}, expect_xen=False) == (
+        "Xen 4.17.5 is running where xenlive expects that it cannot start"
+    )
 
 
 def _fake_boot(script: str) -> subprocess.Popen[bytes]:
@@ -112,8 +142,62 @@ def test_find_ovmf_reads_descriptors(tmp_path, monkeypatch):
     monkeypatch.setattr(qemu, "FIRMWARE_DESCRIPTORS", tmp_path)
     assert qemu.find_ovmf() == qemu.OvmfConfig(code, nvram)
     (tmp_path / "60-plain.json").unlink()
-    with pytest.raises(qemu.MissingToolError, match="no UEFI firmware"):
+    with pytest.raises(qemu.MissingToolError, match="no 64-bit UEFI firmware") as info:
         qemu.find_ovmf()
+    assert info.value.hint == "install it with: apt-get install ovmf"
+
+
+def _descriptor(arch: str, code: Path, nvram: Path, *features: str) -> str:
+    mapping = {"executable": {"filename": str(code)}, "nvram-template": {"filename": str(nvram)}}
+    return json.dumps({"interface-types": ["uefi"], "features": list(features),
+                       "targets": [{"architecture": arch}], "mapping": mapping})  # fmt: skip
+
+
+def test_find_ovmf_ia32_takes_a_secure_boot_capable_build_without_enrolled_keys(tmp_path, monkeypatch):
+    """Debian's ovmf-ia32 ships only a Secure Boot capable build; with an empty variable store Secure
+    Boot stays off, so it is used (with SMM), while a build with keys enrolled never is."""
+    monkeypatch.undo()
+    files = {}
+    for name in ("C32", "V32", "C32E", "V32E", "C64", "V64"):
+        files[name] = tmp_path / f"{name}.fd"
+        files[name].write_bytes(b"x")
+    (tmp_path / "40-i386-enrolled.json").write_text(_descriptor("i386", files["C32E"], files["V32E"],
+                                                                "requires-smm", "secure-boot", "enrolled-keys"))
+    (tmp_path / "50-i386-secure.json").write_text(_descriptor("i386", files["C32"], files["V32"],
+                                                              "requires-smm", "secure-boot"))
+    (tmp_path / "60-x86_64.json").write_text(_descriptor("x86_64", files["C64"], files["V64"]))
+    (tmp_path / "70-broken.json").write_text("{not json")
+    (tmp_path / "71-odd.json").write_text('{"interface-types": "uefi", "targets": 5}')  # fmt: skip
+    monkeypatch.setattr(qemu, "FIRMWARE_DESCRIPTORS", tmp_path)
+    assert qemu.find_ovmf(Firmware.UEFI_IA32) == qemu.OvmfConfig(files["C32"], files["V32"], requires_smm=True)
+    assert qemu.find_ovmf(Firmware.UEFI) == qemu.OvmfConfig(files["C64"], files["V64"])
+    (tmp_path / "50-i386-secure.json").unlink()
+    with pytest.raises(qemu.MissingToolError, match=r"no 32-bit UEFI firmware for QEMU found \(i386 OVMF\)") as info:
+        qemu.find_ovmf(Firmware.UEFI_IA32)
+    assert info.value.hint == "install it with: apt-get install ovmf-ia32"
+
+
+def _iso_with_descriptors(path: Path, *descriptors: bytes) -> None:
+    data = bytearray(16 * 2048)
+    for d in descriptors:
+        data += d.ljust(2048, b"\0")
+    path.write_bytes(bytes(data))
+
+
+def test_eltorito_id_offset_finds_the_boot_record_and_nothing_else(tmp_path):
+    pvd, term = b"\x01CD001\x01", b"\xffCD001\x01"
+    boot = b"\x00CD001\x01" + qemu.ELTORITO_ID
+    iso = tmp_path / "x.iso"
+    _iso_with_descriptors(iso, pvd, boot, term)
+    assert qemu.eltorito_id_offset(iso) == 17 * 2048 + 7
+    _iso_with_descriptors(iso, pvd, term, boot)  # after the terminator: not part of the set
+    assert qemu.eltorito_id_offset(iso) is None
+    _iso_with_descriptors(iso, pvd, b"\x00CD001\x01" + b"X" * len(qemu.ELTORITO_ID), term)  # hidden already
+    assert qemu.eltorito_id_offset(iso) is None
+    _iso_with_descriptors(iso, *[pvd] * 40, boot)  # a hostile set: read only so far
+    assert qemu.eltorito_id_offset(iso) is None
+    iso.write_bytes(b"short")
+    assert qemu.eltorito_id_offset(iso) is None
 
 
 @pytest.mark.parametrize("extra", [[], ["--matrix", "--jobs", "2"]], ids=["single", "matrix"])

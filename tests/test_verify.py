@@ -406,7 +406,7 @@ MANIFESTS = {
     "a build_id that is a list": ({"edit": setting([1], "build_id")}, "build_id: expected 8 to 64 lowercase hex"),
     "no profile": ({"edit": drop("profile")}, "profile.media: expected an object, got nothing"),
     "boot as a string": ({"edit": setting("bios", "profile", "media", "boot")},
-                         "profile.media.boot: expected a list of distinct 'bios' and 'uefi', got \"bios\""),
+                         "profile.media.boot: expected a list of distinct 'bios', 'uefi', 'uefi-ia32', got \"bios\""),
     "boot twice": ({"edit": setting(["bios", "bios"], "profile", "media", "boot")}, "profile.media.boot: expected"),
     "an unknown firmware": ({"edit": setting(["bios", "coreboot"], "profile", "media", "boot")},
                             "profile.media.boot: expected"),
