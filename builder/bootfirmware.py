@@ -23,10 +23,14 @@ from dataclasses import dataclass
 
 from builder.profile.model import Firmware
 
-# Why Xen does not start from 32-bit UEFI (read from Xen 4.17's xen/arch/x86/boot/head.S and
-# checked by booting it from GRUB i386-efi on ovmf-ia32): xen.efi is an x86-64 PE image, which a
-# 32-bit firmware cannot load, and the multiboot2 entry halts as soon as the boot loader hands it
-# a 32-bit EFI system table.
+# Why Xen does not start from 32-bit UEFI, read from Xen 4.17's xen/arch/x86/boot/head.S and
+# checked by booting Debian's xen-hypervisor-4.17-amd64 from GRUB i386-efi on ovmf-ia32 with a
+# 64-bit CPU: xen.efi is an x86-64 PE image, which 32-bit firmware cannot load; the multiboot2
+# entry halts as soon as the boot loader hands it a 32-bit EFI system table (GRUB i386-efi does,
+# it cannot use Xen's 64-bit EFI entry), printing the message below; and GRUB's multiboot (v1),
+# which exits boot services and enters Xen's legacy BIOS path (with no-real-mode edd=off), left
+# Xen silent: not one line on the serial console in 300 s. So there: "Linux without Xen" (Debian's
+# amd64 kernel has CONFIG_EFI_MIXED, and boots from GRUB i386-efi).
 XEN_ON_IA32 = (
     "Xen 4.17 cannot start from 32-bit UEFI: its multiboot2 entry stops with"
     ' "ERR: EFI IA-32 platforms are not supported!" and xen.efi is a 64-bit program the firmware cannot load'

@@ -201,6 +201,7 @@ BARE_PASS = "Linux without Xen is up: all that this firmware can start"
 FAILURE_CONTEXT_SECONDS = 3.0  # after a failure line, read this long for the lines that explain it
 FAILURE_CONTEXT_LINES = 2
 FAILURES = [
+    re.compile(r"^ERR: "),  # Xen's earliest refusals ("ERR: EFI IA-32 platforms are not supported!"), then it halts
     re.compile(r"Panic on CPU"),
     re.compile(r"Kernel panic"),
     re.compile(r"Kernel does not support Dom0"),

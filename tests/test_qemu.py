@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,6 +183,27 @@ def _iso_with_descriptors(path: Path, *descriptors: bytes) -> None:
     for d in descriptors:
         data += d.ljust(2048, b"\0")
     path.write_bytes(bytes(data))
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU is not installed")
+def test_hide_eltorito_renames_the_boot_record_in_the_drive_snapshot_only(tmp_path):
+    """A real QEMU, paused as `--media stick` starts it: after hide_eltorito the guest reads
+    XXX... where the boot system identifier was, and the ISO file itself is untouched."""
+    iso = tmp_path / "x.iso"
+    _iso_with_descriptors(iso, b"\x01CD001\x01", b"\x00CD001\x01" + qemu.ELTORITO_ID, b"\xffCD001\x01")
+    before = iso.read_bytes()
+    qmp = tmp_path / "qmp.sock"
+    opts = BootOptions(Firmware.BIOS, MediaKind.STICK, memory_mib=64, cpus=1)
+    cmd = qemu_command(iso, opts, "tcg", None, qmp)
+    offset = 17 * 2048 + 7
+    with qemu._spawn(cmd) as proc:
+        qemu.hide_eltorito(iso, qmp)
+        qemu.qmp_command(qmp, "human-monitor-command", {"command-line": f'qemu-io boot "read -v {offset} 23"'})
+        qemu.qmp_command(qmp, "quit", {})
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode(errors="replace")
+    assert " 58 58 58 58 58 58 58 58 58 58 58 58 58 58 58 58  XXXXXXXXXXXXXXXX" in output, output[-2000:]
+    assert iso.read_bytes() == before
 
 
 def test_eltorito_id_offset_finds_the_boot_record_and_nothing_else(tmp_path):
