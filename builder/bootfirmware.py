@@ -56,7 +56,7 @@ class Way:
         return Runs.XEN if XEN_STARTS[self.loader] else Runs.LINUX
 
     def describe(self) -> str:
-        """"Xen through the CSM (legacy BIOS boot), from a CD or a USB stick"."""
+        """What this way starts and how, e.g. "Xen through the CSM (legacy BIOS boot), from a CD or a USB stick"."""
         what = "Xen" if self.runs is Runs.XEN else '"Linux without Xen" only'
         how = {
             Firmware.BIOS: "through the CSM (legacy BIOS boot)" if self.via_csm else "with ISOLINUX",
