@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.bootfirmware import XEN_STARTS, firmware_name
-from builder.errors import MissingToolError, UsageError
+from builder.errors import BootTestFailed, MissingToolError, UsageError
 from builder.profile.model import Firmware
 
 log = logging.getLogger(__name__)
@@ -324,18 +324,19 @@ def eltorito_id_offset(iso: Path) -> int | None:
     return None
 
 
-def hide_eltorito(iso: Path, qmp: Path, timeout: float = 30.0) -> None:
+def hide_eltorito(iso: Path, qmp: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     """Hide the medium's El Torito boot record from a paused QEMU (-S), then let it run.
 
     What real firmware sees of a USB stick is its partition tables: many never look for El Torito
     on a disk, but OVMF does, and would boot a stick whose MBR or GPT is broken. Renaming the boot
     system identifier in the drive's snapshot (qemu-io through QMP; the ISO file is never written)
     leaves the partition tables as the only way in. The volume descriptor keeps its "CD001" and
-    type, so the ISO 9660 file system still mounts.
+    type, so the ISO 9660 file system still mounts. If QEMU has already exited, nothing is done:
+    the caller reports its exit.
     """
     offset = eltorito_id_offset(iso)
     deadline = time.monotonic() + timeout
-    while True:
+    while proc.poll() is None:
         try:
             if offset is None:
                 log.info("%s has no El Torito boot record to hide", iso)
@@ -345,9 +346,10 @@ def hide_eltorito(iso: Path, qmp: Path, timeout: float = 30.0) -> None:
                 log.debug("El Torito boot record hidden (%d bytes at %d)", len(ELTORITO_ID), offset)
             qmp_command(qmp, "cont", {})
             return
-        except OSError:
+        except (OSError, ValueError) as e:
             if time.monotonic() > deadline:
-                raise
+                raise BootTestFailed(f"could not hide the El Torito boot record through QEMU's QMP socket: {e}",
+                                     hint="try --media usb, which needs no QMP") from e  # fmt: skip
             time.sleep(0.2)  # QEMU has not opened its QMP socket yet
 
 
@@ -358,7 +360,7 @@ def boot_interactive(iso: Path, opts: BootOptions) -> int:
         proc = subprocess.Popen(cmd, start_new_session=False)
         try:
             if opts.media == MediaKind.STICK:
-                hide_eltorito(iso, qmp)
+                hide_eltorito(iso, qmp, proc)
             return proc.wait()
         finally:
             _terminate(proc)
@@ -374,7 +376,7 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
         report_dir.mkdir(parents=True, exist_ok=True)
     with _machine(iso, opts) as (cmd, qmp, accel), _spawn(cmd) as proc:
         if opts.media == MediaKind.STICK:
-            hide_eltorito(iso, qmp)
+            hide_eltorito(iso, qmp, proc)
         shots = Screenshots(qmp, report_dir) if report_dir is not None else None
         result = _watch(proc, timeout, accel, report_dir / "console.log" if report_dir else None, shots, opts.stop,
                         expect_xen=XEN_STARTS[opts.firmware])  # fmt: skip

@@ -197,13 +197,27 @@ def test_hide_eltorito_renames_the_boot_record_in_the_drive_snapshot_only(tmp_pa
     cmd = qemu_command(iso, opts, "tcg", None, qmp)
     offset = 17 * 2048 + 7
     with qemu._spawn(cmd) as proc:
-        qemu.hide_eltorito(iso, qmp)
+        qemu.hide_eltorito(iso, qmp, proc)
         qemu.qmp_command(qmp, "human-monitor-command", {"command-line": f'qemu-io boot "read -v {offset} 23"'})
         qemu.qmp_command(qmp, "quit", {})
         assert proc.stdout is not None
         output = proc.stdout.read().decode(errors="replace")
     assert " 58 58 58 58 58 58 58 58 58 58 58 58 58 58 58 58  XXXXXXXXXXXXXXXX" in output, output[-2000:]
     assert iso.read_bytes() == before
+
+
+def test_hide_eltorito_leaves_a_dead_qemu_to_the_watch_and_names_a_deaf_one(tmp_path):
+    iso = tmp_path / "x.iso"
+    _iso_with_descriptors(iso, b"\x01CD001\x01", b"\xffCD001\x01")
+    dead = _fake_boot("pass")
+    dead.wait()
+    qemu.hide_eltorito(iso, tmp_path / "none.sock", dead)  # returns: _watch reports the exit status
+    deaf = _fake_boot("import time\ntime.sleep(30)")
+    try:
+        with pytest.raises(qemu.BootTestFailed, match="could not hide the El Torito boot record"):
+            qemu.hide_eltorito(iso, tmp_path / "none.sock", deaf, timeout=0.5)
+    finally:
+        qemu._terminate(deaf)
 
 
 def test_eltorito_id_offset_finds_the_boot_record_and_nothing_else(tmp_path):
