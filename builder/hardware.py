@@ -243,7 +243,7 @@ def target_issues(target: Target, general: tuple[KnownIssue, ...] | None = None)
     (builder/data/known-issues.yaml), then its own file's, each id once (the machine's own wins)."""
     ids = {d.id for d in target.pci}
     found = {i.id: i for i in (load_known_issues() if general is None else general) if ids & set(i.devices)}
-    found.update({i.id: i for i in target.known_issues})
+    found.update({i.id: i for i in target.known_issues if not i.devices or ids & set(i.devices)})
     return list(found.values())
 
 

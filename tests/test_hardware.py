@@ -11,12 +11,16 @@ from builder.hardware import (
     QEMU_TARGETS,
     Arch,
     DeviceKind,
+    KnownIssue,
+    MachineOptions,
     PciDevice,
     load_known_issues,
     load_target,
     load_target_file,
     load_targets,
+    machine_options,
     target_files,
+    target_issues,
 )
 from builder.profile import Firmware
 
@@ -166,3 +170,37 @@ def test_invalid_file_name(tmp_path: Path) -> None:
     path.write_text(MINIMAL)
     with pytest.raises(ProfileError, match="not a valid target name"):
         load_target_file(path)
+
+
+def test_machine_options_from_general_and_own_known_issues(tmp_path: Path) -> None:
+    """General issues apply by PCI id, a machine's own ones always (unless they name devices it
+    lacks), its own replacing a general one of the same id; options are collected once each."""
+    general = (
+        KnownIssue(id="igfx", summary="s", workaround="w", devices=("8086:2a42",), xen_cmdline="iommu=no-igfx"),
+        KnownIssue(id="nic", summary="s", workaround="w", devices=("14e4:164c",), dom0_cmdline="bnx2.disable_msi=1"),
+    )
+    path = tmp_path / "box.yaml"
+    path.write_text(MINIMAL + """pci:
+  - {id: "8086:2a42", class_code: "0300"}
+known_issues:
+  - {id: rs, summary: s, workaround: w, xen_cmdline: efi=no-rs iommu=no-igfx, dom0_cmdline: nomodeset}
+  - {id: absent, summary: s, workaround: w, devices: ["1234:5678"], xen_cmdline: x2apic=0}
+""")
+    box = load_target_file(path)
+    assert [i.id for i in target_issues(box, general)] == ["igfx", "rs"]
+    assert machine_options(box, general) == MachineOptions(("iommu=no-igfx", "efi=no-rs"), ("nomodeset",), ("igfx", "rs"))
+    assert machine_options(box, general).describe() == "Xen iommu=no-igfx efi=no-rs; dom0 nomodeset"
+    assert not machine_options(load_target("qemu-uefi"))
+    assert machine_options(load_target("thinkpad-t400")).xen == ("iommu=no-igfx",)  # its GM45, from the general list
+
+
+def test_option_in_a_known_issue_is_limited_like_a_command_line(tmp_path: Path) -> None:
+    """A hardware file is read like a profile: an option that would break out of a boot menu is refused."""
+    path = tmp_path / "box.yaml"
+    path.write_text(MINIMAL + 'known_issues:\n  - {id: quirk, summary: s, workaround: w, xen_cmdline: "a\\" b"}\n')
+    with pytest.raises(ProfileError) as e:
+        load_target_file(path)
+    assert e.value.problems == [
+        f"{path}:11:57: known_issues[0].xen_cmdline: 'a\" b' is not valid: Xen options that work around the issue,"
+        " e.g. efi=no-rs or iommu=no-igfx; a profile applies them with checks.target_options"
+    ]
