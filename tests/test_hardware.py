@@ -188,7 +188,8 @@ known_issues:
 """)
     box = load_target_file(path)
     assert [i.id for i in target_issues(box, general)] == ["igfx", "rs"]
-    assert machine_options(box, general) == MachineOptions(("iommu=no-igfx", "efi=no-rs"), ("nomodeset",), ("igfx", "rs"))
+    expected = MachineOptions(xen=("iommu=no-igfx", "efi=no-rs"), dom0=("nomodeset",), issues=("igfx", "rs"))
+    assert machine_options(box, general) == expected
     assert machine_options(box, general).describe() == "Xen iommu=no-igfx efi=no-rs; dom0 nomodeset"
     assert not machine_options(load_target("qemu-uefi"))
     assert machine_options(load_target("thinkpad-t400")).xen == ("iommu=no-igfx",)  # its GM45, from the general list
