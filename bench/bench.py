@@ -2,7 +2,8 @@
 """xenlive benchmarks: run by hand (not in CI), print JSON with medians of several runs.
 
     python bench/bench.py build [--runs N] [--cold]   build times, rebuilds, mastering vs xorriso, memory
-    python bench/bench.py boot  [--runs N] [ISO]      boot-to-READY per stage under QEMU
+    python bench/bench.py boot  [--runs N] [--firmware F] [--media M] [ISO]
+                                                     boot-to-READY per stage under QEMU
 
 The machine is shared and noisy: quote medians, and compare with xorriso in the same run.
 """
@@ -27,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from builder import cache, qemu  # noqa: E402
 from builder.context import BuildContext, cache_root  # noqa: E402
 from builder.pipeline import build, write_manifest  # noqa: E402
-from builder.profile import load_profile  # noqa: E402
+from builder.profile import Firmware, load_profile  # noqa: E402
 from builder.stages.boot import install_bootloaders  # noqa: E402
 from builder.stages.customize import customize  # noqa: E402
 from builder.stages.guests import build_guests  # noqa: E402
@@ -110,18 +111,20 @@ def _mastering(profile, out: Path, cache_dir: Path, runs: int) -> dict[str, obje
     }
 
 
-def bench_boot(runs: int, iso: Path | None) -> dict[str, object]:
+def bench_boot(runs: int, iso: Path | None, firmware: str = "bios", media: str = "cdrom") -> dict[str, object]:
     if iso is None:
         iso = Path(tempfile.mkdtemp(prefix="xenlive-bench-")) / "default.iso"
         build(load_profile(None), iso, cache_root())
+    opts = qemu.BootOptions(firmware=Firmware(firmware), media=qemu.MediaKind(media))
     per_stage: dict[str, list[float]] = {}
     for _ in range(runs):
-        result = qemu.boot_and_wait(iso, qemu.BootOptions(), 900)
+        result = qemu.boot_and_wait(iso, opts, 900)
         if not result.passed:
             return {"error": result.reason, "stage": result.stage}
         for stage, seconds in result.stages.items():
             per_stage.setdefault(stage, []).append(seconds)
-    return {"runs": runs, "accel": result.accel, "median_s_per_stage": {k: median(v) for k, v in per_stage.items()},
+    return {"runs": runs, "firmware": firmware, "media": media, "accel": result.accel,
+            "median_s_per_stage": {k: median(v) for k, v in per_stage.items()},
             "all_ready_s": per_stage.get("ready")}  # fmt: skip
 
 
@@ -133,12 +136,17 @@ def main() -> None:
     b.add_argument("--cold", action="store_true", help="also time a build with an empty cache (downloads)")
     t = sub.add_parser("boot")
     t.add_argument("--runs", type=int, default=3)
+    t.add_argument("--firmware", choices=[f.value for f in Firmware], default="bios")
+    t.add_argument("--media", choices=[m.value for m in qemu.MediaKind], default="cdrom")
     t.add_argument("iso", nargs="?", type=Path)
     args = parser.parse_args()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    result = bench_build(args.runs, args.cold) if args.what == "build" else bench_boot(args.runs, args.iso)
+    if args.what == "build":
+        result = bench_build(args.runs, args.cold)
+    else:
+        result = bench_boot(args.runs, args.iso, args.firmware, args.media)
     print(json.dumps({"benchmark": args.what, **result}, indent=2))
 
 

@@ -114,6 +114,10 @@ def profiles_command(as_json: bool) -> None:
 # --- booting -----------------------------------------------------------------------------------------
 
 
+FIRMWARE_CHOICES = [f.value for f in Firmware]
+MEDIA_CHOICES = ["cdrom", "usb", "stick"]  # qemu.MediaKind's values (qemu is imported when a boot needs it)
+
+
 def boot_options(firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
                  disks: tuple[Path, ...], display: bool = False) -> BootOptions:  # fmt: skip
     from builder import qemu
@@ -122,12 +126,13 @@ def boot_options(firmware: str, media: str, memory: int, cpus: int, cpu: str | N
                             cpus=cpus, cpu=cpu, accel=accel, disks=disks, display=display)  # fmt: skip
 
 
-def test_command(target: str, opts: BootOptions, *, matrix: bool, timeout: int, jobs: int | None,
-                 report_dir: Path | None, junit: Path | None, as_json: bool, expect: tuple[re.Pattern[str], ...],
-                 commands: tuple[str, ...], variables: dict[str, str]) -> None:  # fmt: skip
+def test_command(target: str, opts: BootOptions, *, firmwares: tuple[str, ...], medias: tuple[str, ...],
+                 matrix: bool, timeout: int, jobs: int | None, report_dir: Path | None, junit: Path | None,
+                 as_json: bool, expect: tuple[re.Pattern[str], ...], commands: tuple[str, ...],
+                 variables: dict[str, str]) -> None:  # fmt: skip
     """`xenlive test`: boot (each combination with --matrix), then judge, report and exit 1 on a failure."""
     from builder import boottest, console
-    from builder.qemu import judge_ready
+    from builder.qemu import MediaKind, judge_ready
 
     iso = Path(target)
     if iso.suffix.lower() in (".yaml", ".yml") or (not iso.exists() and target.replace("-", "_").isidentifier()):
@@ -136,7 +141,9 @@ def test_command(target: str, opts: BootOptions, *, matrix: bool, timeout: int, 
         raise UsageError(f"{iso}: no such ISO file")
     elif variables:
         raise UsageError("--var sets a profile's vars: give a profile to build, not an ISO")
-    combos = boottest.MATRIX if matrix else [(opts.firmware, opts.media)]
+    fws = _expand(firmwares, FIRMWARE_CHOICES, [str(f) for f in boottest.MATRIX_FIRMWARE] if matrix else ["bios"])
+    mds = _expand(medias, MEDIA_CHOICES, [str(m) for m in boottest.MATRIX_MEDIA] if matrix else ["cdrom"])
+    combos = [(Firmware(f), MediaKind(m)) for f in fws for m in mds]
     report_root = report_dir or Path("xenlive-test") / iso.stem
     session = console.Session(expect=expect, commands=commands)
     runs = boottest.run_boots(iso, combos, opts, timeout, report_root, jobs or boottest.default_jobs(opts.cpus),
@@ -145,13 +152,15 @@ def test_command(target: str, opts: BootOptions, *, matrix: bool, timeout: int, 
         boottest.write_junit(runs, junit, iso)
     if as_json:
         report = [run.as_dict() for run in runs]
-        _echo_json(report if matrix else report[0])
+        _echo_json(report if matrix or len(runs) > 1 else report[0])
     for line in boottest.summary_table(runs).splitlines():
         log.info("%s", line)
     failed = [run for run in runs if not run.result.passed]
     for run in failed:
         r = run.result
-        if r.ready is not None and judge_ready(r.ready) is None:  # the boot passed; --expect or --exec did not
+        if (
+            r.ready is not None and judge_ready(r.ready, r.expect_xen) is None
+        ):  # the boot passed; --expect or --exec did not
             click.echo(f"\n{run.firmware}/{run.media}: after XENLIVE-READY: {r.reason}", err=True)
         else:
             click.echo(f"\n{run.firmware}/{run.media}: reached {r.stage}; expected next: {r.expected_next}", err=True)
@@ -166,6 +175,13 @@ def test_command(target: str, opts: BootOptions, *, matrix: bool, timeout: int, 
     if failed:
         names = ", ".join(f"{run.firmware}/{run.media}" for run in failed)
         raise BootTestFailed(f"{iso} did not pass the boot test ({names})")
+
+
+def _expand(given: tuple[str, ...], every: list[str], default: list[str]) -> list[str]:
+    """Repeated choices in the order given, "all" for every one; none given: the default."""
+    if not given:
+        return default
+    return list(dict.fromkeys(v for g in given for v in (every if g == "all" else [g])))
 
 
 def _build_for_test(target: str, variables: dict[str, str]) -> Path:

@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from builder.errors import ProfileError, UsageError
-from builder.profile.model import TARGET_NAME, Firmware
-from builder.yamlconv import Converter, compose_file
+from builder.profile.model import CMDLINE, TARGET_NAME, Firmware
+from builder.yamlconv import Converter, compose_file, format_problem, node_at
 
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 CLASS_CODE = re.compile(r"[0-9a-f]{4}([0-9a-f]{2})?")
@@ -31,6 +31,8 @@ ISSUE_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 MAX_FILE_BYTES = 256 * 1024
 
 # The QEMU machines `xenlive test` boots; a build checks against these unless the profile names others.
+# (qemu-uefi-ia32, the machine of `--firmware uefi-ia32`, is in the database but not a default target:
+# Xen cannot start there, so every image would fail its check.)
 QEMU_TARGETS = ("qemu-bios", "qemu-uefi")
 
 
@@ -72,7 +74,25 @@ class Cpu:
 
 @dataclass(frozen=True, kw_only=True)
 class MachineFirmware:
-    modes: tuple[Firmware, ...] = field(metadata=_meta("boot modes the firmware offers: bios, uefi", nonempty=True))
+    """The boot firmware: one kind per machine, and for UEFI whether it can also boot BIOS media."""
+
+    type: Firmware | None = field(
+        metadata=_meta(
+            "the firmware: bios, uefi (64-bit UEFI) or uefi-ia32 (32-bit UEFI, as on Bay Trail tablets and the"
+            " first Intel Macs, whatever the CPU); null when not known",
+            replaces={
+                "modes": "firmware.modes is now firmware.type (one of bios, uefi, uefi-ia32) and, for a UEFI"
+                " machine that can also boot legacy BIOS media, csm: true",
+            },
+        )
+    )
+    csm: bool | None = field(
+        default=False,
+        metadata=_meta(
+            'a UEFI firmware can also boot BIOS media (a Compatibility Support Module: "legacy boot" or "CSM"'
+            " in the setup, Boot Camp's BIOS emulation on Intel Macs); null when not known"
+        ),
+    )
     secure_boot: bool | None = field(default=False, metadata=_meta("UEFI Secure Boot is on (and cannot be turned off)"))
 
 
@@ -102,6 +122,24 @@ class KnownIssue:
         default=(),
         metadata=_meta("PCI vendor:device ids the issue applies to (empty: the machine itself)", pattern=PCI_ID),
     )
+    xen_cmdline: str = field(
+        default="",
+        metadata=_meta(
+            "Xen options that work around the issue, e.g. efi=no-rs or iommu=no-igfx; a profile applies them"
+            " with checks.target_options",
+            pattern=CMDLINE,
+        ),
+    )
+    dom0_cmdline: str = field(
+        default="",
+        metadata=_meta(
+            "dom0 (Linux) kernel options that work around the issue, e.g. intel_idle.max_cstate=1", pattern=CMDLINE
+        ),
+    )
+
+    @property
+    def has_options(self) -> bool:
+        return bool(self.xen_cmdline or self.dom0_cmdline)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +212,10 @@ def load_target_file(path: Path) -> Target:
     target: Target | None = conv.convert(root, Target, "", {})
     if conv.problems or target is None:
         raise ProfileError(conv.problems, hint="see builder/data/hardware/*.yaml for the format")
+    if target.firmware.csm and target.firmware.type is Firmware.BIOS:
+        node = node_at(root, ("firmware", "csm"))
+        raise ProfileError([format_problem(node, "firmware.csm", "a BIOS machine has no CSM: that is a UEFI part")],
+                           hint="set firmware.type to uefi or uefi-ia32, or drop csm")  # fmt: skip
     return replace(target, name=path.stem, source=path)
 
 
@@ -194,6 +236,46 @@ def load_targets(names: tuple[str, ...] | list[str], dirs: list[Path] | None = N
     if "all" in names:
         names = list(target_files(dirs))
     return [load_target(n, dirs) for n in dict.fromkeys(names)]
+
+
+def target_issues(target: Target, general: tuple[KnownIssue, ...] | None = None) -> list[KnownIssue]:
+    """The known issues that apply to a machine: the general ones for the PCI devices it has
+    (builder/data/known-issues.yaml), then its own file's, each id once (the machine's own wins)."""
+    ids = {d.id for d in target.pci}
+    found = {i.id: i for i in (load_known_issues() if general is None else general) if ids & set(i.devices)}
+    found.update({i.id: i for i in target.known_issues if not i.devices or ids & set(i.devices)})
+    return list(found.values())
+
+
+@dataclass(frozen=True)
+class MachineOptions:
+    """The Xen and dom0 options a machine's known issues carry, each once, in the order written."""
+
+    xen: tuple[str, ...] = ()
+    dom0: tuple[str, ...] = ()
+    issues: tuple[str, ...] = ()  # ids of the issues they come from
+
+    def __bool__(self) -> bool:
+        return bool(self.xen or self.dom0)
+
+    def describe(self) -> str:
+        parts = ([f"Xen {' '.join(self.xen)}"] if self.xen else []) + (
+            [f"dom0 {' '.join(self.dom0)}"] if self.dom0 else []
+        )
+        return "; ".join(parts)
+
+
+def machine_options(target: Target, general: tuple[KnownIssue, ...] | None = None) -> MachineOptions:
+    """What the target's known issues ask to add to Xen's and dom0's command lines."""
+    xen: dict[str, None] = {}
+    dom0: dict[str, None] = {}
+    issues: list[str] = []
+    for issue in target_issues(target, general):
+        if issue.has_options:
+            issues.append(issue.id)
+            xen.update(dict.fromkeys(issue.xen_cmdline.split()))
+            dom0.update(dict.fromkeys(issue.dom0_cmdline.split()))
+    return MachineOptions(tuple(xen), tuple(dom0), tuple(issues))
 
 
 def load_known_issues() -> tuple[KnownIssue, ...]:

@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.bootfirmware import XEN_STARTS, firmware_name
 from builder.console import CommandResult, Console, Expectations, Session, run_session
-from builder.errors import MissingToolError, UsageError
+from builder.errors import BootTestFailed, MissingToolError, UsageError
 from builder.profile.model import Firmware
 
 log = logging.getLogger(__name__)
@@ -38,41 +39,66 @@ READY_MARKER = "XENLIVE-READY "
 
 class MediaKind(enum.StrEnum):
     CDROM = "cdrom"
-    USB = "usb"
+    USB = "usb"  # the ISO as a USB disk: firmware may boot it through El Torito or its partition tables
+    STICK = "stick"  # a USB disk whose El Torito record is hidden: only the partition tables boot it
 
 
 @dataclass(frozen=True)
 class OvmfConfig:
     code: Path
     vars_template: Path
+    requires_smm: bool = False  # a Secure Boot capable build: q35 with SMM and a secured flash
 
 
-def find_ovmf() -> OvmfConfig:
-    """OVMF without Secure Boot, found from QEMU's firmware descriptors."""
+# QEMU's name for the CPU architecture each UEFI firmware runs in, and the Debian package with it.
+OVMF_ARCH = {Firmware.UEFI: "x86_64", Firmware.UEFI_IA32: "i386"}
+OVMF_PACKAGE = {Firmware.UEFI: "ovmf", Firmware.UEFI_IA32: "ovmf-ia32"}
+
+
+def find_ovmf(firmware: Firmware = Firmware.UEFI) -> OvmfConfig:
+    """OVMF for `firmware` with Secure Boot off, found from QEMU's firmware descriptors.
+
+    A build without Secure Boot is preferred. A Secure Boot capable build whose variable store
+    template has no keys enrolled boots with Secure Boot off too, and is the only kind Debian ships
+    for 32-bit UEFI (ovmf-ia32); it needs SMM, which its descriptor says ("requires-smm").
+    """
+    arch = OVMF_ARCH[firmware]
     candidates = sorted(FIRMWARE_DESCRIPTORS.glob("*.json")) if FIRMWARE_DESCRIPTORS.is_dir() else []
+    fallback: OvmfConfig | None = None
     for descriptor in candidates:
         try:
             data = json.loads(descriptor.read_text())
-        except (OSError, ValueError):
+            features = list(data.get("features", []))
+            targets = list(data.get("targets", []))
+            mapping = dict(data.get("mapping", {}))
+            code = mapping.get("executable", {}).get("filename")
+            nvram = mapping.get("nvram-template", {}).get("filename")
+            interfaces = list(data.get("interface-types", []))
+        except (OSError, ValueError, TypeError, AttributeError):
             log.debug("%s: unreadable firmware descriptor, skipped", descriptor)
             continue
-        if "uefi" not in data.get("interface-types", []):
+        if "uefi" not in interfaces:
             log.debug("%s: not UEFI, skipped", descriptor)
             continue
-        if not any(t.get("architecture") == "x86_64" for t in data.get("targets", [])):
-            log.debug("%s: not x86_64, skipped", descriptor)
+        if not any(isinstance(t, dict) and t.get("architecture") == arch for t in targets):
+            log.debug("%s: not %s, skipped", descriptor, arch)
             continue
-        if "secure-boot" in data.get("features", []) or "enrolled-keys" in data.get("features", []):
-            log.debug("%s: Secure Boot firmware, skipped", descriptor)
+        if "enrolled-keys" in features:
+            log.debug("%s: Secure Boot keys enrolled, skipped", descriptor)
             continue
-        mapping = data.get("mapping", {})
-        code = mapping.get("executable", {}).get("filename")
-        nvram = mapping.get("nvram-template", {}).get("filename")
-        if not code or not nvram or not Path(code).exists() or not Path(nvram).exists():
+        if not isinstance(code, str) or not isinstance(nvram, str) or not Path(code).is_file() \
+                or not Path(nvram).is_file():  # fmt: skip
             log.debug("%s: firmware files missing, skipped", descriptor)
             continue
-        return OvmfConfig(Path(code), Path(nvram))
-    raise MissingToolError("no UEFI firmware for QEMU found", hint="install it with: apt-get install ovmf")
+        found = OvmfConfig(Path(code), Path(nvram), requires_smm="requires-smm" in features)
+        if "secure-boot" not in features:
+            return found
+        log.debug("%s: Secure Boot capable (no keys enrolled), kept in case nothing else fits", descriptor)
+        fallback = fallback or found
+    if fallback is not None:
+        return fallback
+    raise MissingToolError(f"no {firmware_name(firmware, None)} firmware for QEMU found ({arch} OVMF)",
+                           hint=f"install it with: apt-get install {OVMF_PACKAGE[firmware]}")  # fmt: skip
 
 
 def require_qemu() -> str:
@@ -122,14 +148,19 @@ def qemu_command(iso: Path, opts: BootOptions, accel: str, vars_file: Path | Non
         cmd += ["-accel", "kvm", "-cpu", opts.cpu or "host"]
     else:
         cmd += ["-accel", "tcg", "-cpu", opts.cpu or TCG_CPU]
-    if opts.firmware == Firmware.UEFI:
-        ovmf = find_ovmf()
+    if opts.firmware.is_uefi:
+        ovmf = find_ovmf(opts.firmware)
         assert vars_file is not None
-        cmd += ["-machine", "q35",
-                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf.code}",
+        if ovmf.requires_smm:
+            cmd += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+        else:
+            cmd += ["-machine", "q35"]
+        cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf.code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]  # fmt: skip
     else:
         cmd += ["-machine", "pc"]
+    if opts.media == MediaKind.STICK:
+        cmd += ["-S"]  # paused until hide_eltorito() has hidden the boot record in the drive's snapshot
     if opts.media == MediaKind.CDROM:
         cmd += ["-drive", f"file={iso},media=cdrom,if=none,id=boot,readonly=on",
                 "-device", "ide-cd,drive=boot,bootindex=0"]  # fmt: skip
@@ -159,9 +190,18 @@ EXPECTED_NEXT = {
     "dom0 userspace": "xendomains to start the guests and the XENLIVE-READY line",
     "ready": "every autostart guest in state running",
 }
+# Where Xen cannot start (32-bit UEFI), the medium boots "Linux without Xen" and the test expects that.
+EXPECTED_NEXT_BARE = {
+    **EXPECTED_NEXT,
+    "boot loader": "GRUB to start Linux without Xen (Xen cannot start from this firmware): Linux version ...",
+    "dom0 userspace": "the XENLIVE-READY line (dom0's system without Xen)",
+    "ready": "dom0's system up without Xen",
+}
+BARE_PASS = "Linux without Xen is up: all that this firmware can start"
 FAILURE_CONTEXT_SECONDS = 3.0  # after a failure line, read this long for the lines that explain it
 FAILURE_CONTEXT_LINES = 2
 FAILURES = [
+    re.compile(r"^ERR: "),  # Xen's earliest refusals ("ERR: EFI IA-32 platforms are not supported!"), then it halts
     re.compile(r"Panic on CPU"),
     re.compile(r"Kernel panic"),
     re.compile(r"Kernel does not support Dom0"),
@@ -182,10 +222,11 @@ class BootResult:
     screenshots: list[str] = field(default_factory=list)
     expected: dict[str, float | None] = field(default_factory=dict)  # --expect pattern: when seen (None: not)
     commands: list[CommandResult] = field(default_factory=list)  # --exec results, in order
+    expect_xen: bool = True  # False where the firmware cannot start Xen: Linux without Xen passes
 
     @property
     def expected_next(self) -> str:
-        return EXPECTED_NEXT.get(self.stage, "")
+        return (EXPECTED_NEXT if self.expect_xen else EXPECTED_NEXT_BARE).get(self.stage, "")
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -194,6 +235,7 @@ class BootResult:
             "expected_next": None if self.passed else self.expected_next,
             "reason": self.reason,
             "accel": self.accel,
+            "runs": "xen" if self.expect_xen else "linux",
             "seconds": round(self.seconds, 1),
             "stages": {k: round(v, 1) for k, v in self.stages.items()},
             "ready": self.ready,
@@ -204,11 +246,20 @@ class BootResult:
         }
 
 
-def judge_ready(ready: dict[str, object]) -> str | None:
-    """None when every guest XENLIVE-READY lists is running, else why not."""
+def judge_ready(ready: dict[str, object], expect_xen: bool = True) -> str | None:
+    """None when every guest XENLIVE-READY lists is running, else why not.
+
+    Where the firmware cannot start Xen (expect_xen False), the medium's menu boots Linux without
+    Xen: that is a pass when XENLIVE-READY says no Xen runs, and a failure if one does, since then
+    builder/bootfirmware.py is wrong about the firmware.
+    """
     guests = ready.get("guests")
     if not isinstance(guests, dict):
         return "XENLIVE-READY has no guests map"
+    if not expect_xen:
+        if ready.get("xen") is not None:
+            return f"Xen {ready.get('xen')} is running where xenlive expects that it cannot start"
+        return None
     if ready.get("xen") is None:
         return "dom0 is not running under Xen"
     bad = [
@@ -244,21 +295,76 @@ def _machine(iso: Path, opts: BootOptions, *, interactive: bool = False) -> Iter
     accel = choose_accel(opts.accel)
     with tempfile.TemporaryDirectory(prefix="xenlive-qemu-") as tmp:
         vars_file = None
-        if opts.firmware == Firmware.UEFI:
+        if opts.firmware.is_uefi:
             vars_file = Path(tmp) / "OVMF_VARS.fd"
-            shutil.copyfile(find_ovmf().vars_template, vars_file)
+            shutil.copyfile(find_ovmf(opts.firmware).vars_template, vars_file)
         qmp = Path(tmp) / "qmp.sock"
-        cmd = qemu_command(iso.resolve(), opts, accel, vars_file, None if interactive else qmp, interactive)
+        with_qmp = not interactive or opts.media == MediaKind.STICK
+        cmd = qemu_command(iso.resolve(), opts, accel, vars_file, qmp if with_qmp else None, interactive)
         log.debug("+ %s", " ".join(cmd))
         yield cmd, qmp, accel
 
 
+# The El Torito boot record: the volume descriptor of type 0 whose boot system identifier is this.
+ELTORITO_ID = b"EL TORITO SPECIFICATION"
+VOLUME_DESCRIPTORS_MAX = 32  # volume descriptors looked at from sector 16 before giving up
+
+
+def eltorito_id_offset(iso: Path) -> int | None:
+    """The byte offset of the El Torito boot system identifier in the ISO, or None if it has none.
+
+    Read from the volume descriptor set (2048-byte sectors from 16), which ends at a terminator
+    or at the first sector that is no volume descriptor; a hostile file is read at most
+    VOLUME_DESCRIPTORS_MAX sectors far.
+    """
+    with iso.open("rb") as f:
+        for lba in range(16, 16 + VOLUME_DESCRIPTORS_MAX):
+            f.seek(lba * 2048)
+            sector = f.read(2048)
+            if len(sector) < 2048 or sector[1:6] != b"CD001" or sector[0] == 255:
+                return None
+            if sector[0] == 0 and sector[7 : 7 + len(ELTORITO_ID)] == ELTORITO_ID:
+                return lba * 2048 + 7
+    return None
+
+
+def hide_eltorito(iso: Path, qmp: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Hide the medium's El Torito boot record from a paused QEMU (-S), then let it run.
+
+    What real firmware sees of a USB stick is its partition tables: many never look for El Torito
+    on a disk, but OVMF does, and would boot a stick whose MBR or GPT is broken. Renaming the boot
+    system identifier in the drive's snapshot (qemu-io through QMP; the ISO file is never written)
+    leaves the partition tables as the only way in. The volume descriptor keeps its "CD001" and
+    type, so the ISO 9660 file system still mounts. If QEMU has already exited, nothing is done:
+    the caller reports its exit.
+    """
+    offset = eltorito_id_offset(iso)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        try:
+            if offset is None:
+                log.info("%s has no El Torito boot record to hide", iso)
+            else:
+                command = f'qemu-io boot "write -P 0x58 {offset} {len(ELTORITO_ID)}"'
+                qmp_command(qmp, "human-monitor-command", {"command-line": command})
+                log.debug("El Torito boot record hidden (%d bytes at %d)", len(ELTORITO_ID), offset)
+            qmp_command(qmp, "cont", {})
+            return
+        except (OSError, ValueError) as e:
+            if time.monotonic() > deadline:
+                raise BootTestFailed(f"could not hide the El Torito boot record through QEMU's QMP socket: {e}",
+                                     hint="try --media usb, which needs no QMP") from e  # fmt: skip
+            time.sleep(0.2)  # QEMU has not opened its QMP socket yet
+
+
 def boot_interactive(iso: Path, opts: BootOptions) -> int:
     """Boot with the serial console on this terminal (Ctrl-A X quits QEMU); QEMU's exit status."""
-    with _machine(iso, opts, interactive=True) as (cmd, _qmp, accel):
+    with _machine(iso, opts, interactive=True) as (cmd, qmp, accel):
         log.info("booting %s (%s, %s/%s); quit with Ctrl-A X", iso, accel, opts.firmware, opts.media)
         proc = subprocess.Popen(cmd, start_new_session=False)
         try:
+            if opts.media == MediaKind.STICK:
+                hide_eltorito(iso, qmp, proc)
             return proc.wait()
         finally:
             _terminate(proc)
@@ -276,6 +382,8 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
         report_dir.mkdir(parents=True, exist_ok=True)
     session = session or Session()
     with _machine(iso, opts) as (cmd, qmp, accel), _spawn(cmd) as proc:
+        if opts.media == MediaKind.STICK:
+            hide_eltorito(iso, qmp, proc)
         shots = Screenshots(qmp, report_dir) if report_dir is not None else None
         log_file = (report_dir / "console.log").open("wb") if report_dir is not None else None
         try:
@@ -284,7 +392,9 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
             start = time.monotonic()
             expectations = Expectations(session.expect, start)
             console.listeners.append(expectations)
-            result = _watch(proc, console, start, timeout, accel, shots, opts.stop)
+            result = _watch(
+                proc, console, start, timeout, accel, shots, opts.stop, expect_xen=XEN_STARTS[opts.firmware]
+            )
             if result.passed and session.active:
                 failure, done = run_session(console, session, expectations, start + timeout)
                 result.commands = done
@@ -359,7 +469,8 @@ def qmp_command(socket_path: Path, command: str, arguments: dict[str, object], t
 
 
 def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeout: float, accel: str,
-           shots: Screenshots | None = None, stop: threading.Event | None = None) -> BootResult:  # fmt: skip
+           shots: Screenshots | None = None, stop: threading.Event | None = None,
+           expect_xen: bool = True) -> BootResult:  # fmt: skip
     stages: dict[str, float] = {}
     stage_names = [name for name, _ in STAGES]
 
@@ -368,7 +479,8 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
 
     def result(passed: bool, reason: str, ready: dict[str, object] | None = None) -> BootResult:
         reached = max(stages, key=stage_names.index) if stages else "firmware"
-        return BootResult(passed, reached, reason, accel, time.monotonic() - start, stages, ready, list(console.tail))
+        return BootResult(passed, reached, reason, accel, time.monotonic() - start, stages, ready, list(console.tail),
+                          expect_xen=expect_xen)  # fmt: skip
 
     def failed() -> BootResult:
         return result(False, "failure on the console: " + " ".join(failure))
@@ -410,8 +522,9 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
                     ready = json.loads(payload)
                 except ValueError:
                     return result(False, f"XENLIVE-READY line is not JSON: {payload[:200]}")
-                verdict = judge_ready(ready)
-                return result(verdict is None, verdict or "every guest is running", ready)
+                verdict = judge_ready(ready, expect_xen)
+                passed = "every guest is running" if expect_xen else BARE_PASS
+                return result(verdict is None, verdict or passed, ready)
 
 
 @contextmanager

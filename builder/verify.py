@@ -43,6 +43,7 @@ from builder.hybrid import (
     mbr_regions,
 )
 from builder.medium import BOOT_CATALOG, EFI_IMAGE, ISOLINUX_BIN, MANIFEST
+from builder.profile.model import Firmware
 from builder.stages.boot import BOOT_INFO_TABLE
 from builder.stages.iso import PLATFORM_UEFI, hybrid_areas
 
@@ -60,7 +61,7 @@ KEEP = {MANIFEST: MANIFEST_MAX_BYTES + 1, ISOLINUX_BIN: ISOLINUX_MAX_BYTES + 1} 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 BUILD_ID = re.compile(r"[0-9a-f]{8,64}")
 SUMS_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
-FIRMWARE = ("bios", "uefi")
+FIRMWARE = tuple(f.value for f in Firmware)
 MAX_LISTED = 10  # bad manifest entries named one by one; a hostile manifest can have millions
 
 log = logging.getLogger(__name__)
@@ -343,7 +344,8 @@ def parse_manifest(raw: bytes) -> tuple[Manifest | None, list[str]]:
     boot = media.get("boot")
     if not (isinstance(boot, list) and all(b in FIRMWARE for b in boot) and len(set(boot)) == len(boot)):
         problems.append(
-            f"{where}: profile.media.boot: expected a list of distinct 'bios' and 'uefi', got {_kind(boot)}"
+            f"{where}: profile.media.boot: expected a list of distinct {', '.join(map(repr, FIRMWARE))},"
+            f" got {_kind(boot)}"
         )
         boot = []
     limit = media.get("size_limit")
@@ -370,7 +372,8 @@ def _kind(value: Any) -> str:
 
 
 def _check_boot(f: BinaryIO, size: int, tree: Tree, manifest: Manifest) -> list[str]:
-    bios, uefi = "bios" in manifest.boot, "uefi" in manifest.boot
+    bios = Firmware.BIOS in manifest.boot
+    uefi = any(Firmware(b).is_uefi for b in manifest.boot)  # every UEFI loader is in the one EFI image
     problems = []
     boot_files = {}
     for wanted, path, firmware in ((bios, ISOLINUX_BIN, "BIOS"), (uefi, EFI_IMAGE, "UEFI")):

@@ -389,6 +389,11 @@ class Converter:
                 self.error(key_node, path, "keys must be strings")
                 continue
             if key not in fields:
+                # A key of an older format: say what replaced it, which a spelling suggestion cannot.
+                replaced = next((r[key] for f in fields.values() if key in (r := f.metadata.get("replaces", {}))), "")
+                if replaced:
+                    self.error(key_node, sub, replaced)
+                    continue
                 close = difflib.get_close_matches(key, list(fields), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
                 self.error(key_node, sub, f"unknown key{hint}")

@@ -11,12 +11,16 @@ from builder.hardware import (
     QEMU_TARGETS,
     Arch,
     DeviceKind,
+    KnownIssue,
+    MachineOptions,
     PciDevice,
     load_known_issues,
     load_target,
     load_target_file,
     load_targets,
+    machine_options,
     target_files,
+    target_issues,
 )
 from builder.profile import Firmware
 
@@ -29,7 +33,7 @@ cpu:
   flags: [lm, vmx, ept]
 memory: 4G
 firmware:
-  modes: [bios]
+  type: bios
 """
 
 
@@ -59,7 +63,21 @@ def test_qemu_targets_match_what_xenlive_test_boots() -> None:
     for t in (bios, uefi):
         assert t.memory == 2048 and t.cpu.threads == 2
         assert "svm" in t.flags and "npt" not in t.flags  # -cpu qemu64,+svm
-    assert bios.firmware.modes == (Firmware.BIOS,) and uefi.firmware.modes == (Firmware.UEFI,)
+    assert bios.firmware.type is Firmware.BIOS and uefi.firmware.type is Firmware.UEFI
+    ia32 = load_target("qemu-uefi-ia32")  # --firmware uefi-ia32: the same machine with 32-bit OVMF
+    assert ia32.firmware.type is Firmware.UEFI_IA32 and not ia32.firmware.csm
+    assert (ia32.memory, ia32.cpu.threads, ia32.flags) == (uefi.memory, uefi.cpu.threads, uefi.flags)
+    assert "qemu-uefi-ia32" not in QEMU_TARGETS  # Xen cannot start there: no image would pass its check
+
+
+def test_database_has_32_bit_uefi_machines_of_both_kinds() -> None:
+    """A Bay Trail machine (64-bit CPU, 32-bit UEFI, no CSM) and an early Intel Mac (32-bit EFI
+    with Boot Camp's BIOS emulation, the only way Xen starts there)."""
+    baytrail, mac = load_target("asus-t100ta"), load_target("apple-macbookpro2-2")
+    for t in (baytrail, mac):
+        assert t.firmware.type is Firmware.UEFI_IA32 and t.cpu.arch is Arch.X86_64 and "lm" in t.flags
+    assert baytrail.firmware.csm is False and mac.firmware.csm is True
+    assert "Bay Trail" in baytrail.description and mac.year == 2006
 
 
 def test_known_issues_list_loads() -> None:
@@ -95,7 +113,16 @@ def test_device_kind_from_class_code() -> None:
             "{f}:11:10: pci[0].id: '8086-27a2' is not valid: vendor:device in lower-case hex, like \"8086:27a2\"",
         ),
         (MINIMAL + "firmware2: x\n", "{f}:10:1: firmware2: unknown key; did you mean 'firmware'?"),
-        (MINIMAL.replace("  modes: [bios]", "  modes: []"), "{f}:9:10: firmware.modes: expected at least one entry"),
+        (
+            MINIMAL.replace("type: bios", "type: efi"),
+            "{f}:9:9: firmware.type: expected one of bios, uefi, uefi-ia32, got 'efi'",
+        ),
+        (
+            MINIMAL.replace("type: bios", "modes: [bios, uefi]"),
+            "{f}:9:3: firmware.modes: firmware.modes is now firmware.type (one of bios, uefi, uefi-ia32) and, for a"
+            " UEFI machine that can also boot legacy BIOS media, csm: true",
+        ),
+        (MINIMAL + "  csm: true\n", "{f}:10:8: firmware.csm: a BIOS machine has no CSM: that is a UEFI part"),
         ("description: x\n", "{f}:1:1: missing required key 'cpu'"),
         ("cpu: [\n", "{f}:2:1: YAML syntax error"),
         ("", "{f}: the hardware file is empty"),
@@ -143,3 +170,41 @@ def test_invalid_file_name(tmp_path: Path) -> None:
     path.write_text(MINIMAL)
     with pytest.raises(ProfileError, match="not a valid target name"):
         load_target_file(path)
+
+
+def test_machine_options_from_general_and_own_known_issues(tmp_path: Path) -> None:
+    """General issues apply by PCI id, a machine's own ones always (unless they name devices it
+    lacks), its own replacing a general one of the same id; options are collected once each."""
+    general = (
+        KnownIssue(id="igfx", summary="s", workaround="w", devices=("8086:2a42",), xen_cmdline="iommu=no-igfx"),
+        KnownIssue(id="nic", summary="s", workaround="w", devices=("14e4:164c",), dom0_cmdline="bnx2.disable_msi=1"),
+    )
+    path = tmp_path / "box.yaml"
+    path.write_text(
+        MINIMAL
+        + """pci:
+  - {id: "8086:2a42", class_code: "0300"}
+known_issues:
+  - {id: rs, summary: s, workaround: w, xen_cmdline: efi=no-rs iommu=no-igfx, dom0_cmdline: nomodeset}
+  - {id: absent, summary: s, workaround: w, devices: ["1234:5678"], xen_cmdline: x2apic=0}
+"""
+    )
+    box = load_target_file(path)
+    assert [i.id for i in target_issues(box, general)] == ["igfx", "rs"]
+    expected = MachineOptions(xen=("iommu=no-igfx", "efi=no-rs"), dom0=("nomodeset",), issues=("igfx", "rs"))
+    assert machine_options(box, general) == expected
+    assert machine_options(box, general).describe() == "Xen iommu=no-igfx efi=no-rs; dom0 nomodeset"
+    assert not machine_options(load_target("qemu-uefi"))
+    assert machine_options(load_target("thinkpad-t400")).xen == ("iommu=no-igfx",)  # its GM45, from the general list
+
+
+def test_option_in_a_known_issue_is_limited_like_a_command_line(tmp_path: Path) -> None:
+    """A hardware file is read like a profile: an option that would break out of a boot menu is refused."""
+    path = tmp_path / "box.yaml"
+    path.write_text(MINIMAL + 'known_issues:\n  - {id: quirk, summary: s, workaround: w, xen_cmdline: "a\\" b"}\n')
+    with pytest.raises(ProfileError) as e:
+        load_target_file(path)
+    assert e.value.problems == [
+        f"{path}:11:57: known_issues[0].xen_cmdline: 'a\" b' is not valid: Xen options that work around the issue,"
+        " e.g. efi=no-rs or iommu=no-igfx; a profile applies them with checks.target_options"
+    ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,13 @@ from builder.qemu import BootOptions, MediaKind, judge_ready, qemu_command
 @pytest.fixture(autouse=True)
 def fake_qemu(monkeypatch):
     monkeypatch.setattr(qemu, "require_qemu", lambda: "qemu-system-x86_64")
-    monkeypatch.setattr(qemu, "find_ovmf", lambda: qemu.OvmfConfig(Path("/fw/CODE.fd"), Path("/fw/VARS.fd")))
+
+    def find_ovmf(firmware: Firmware = Firmware.UEFI) -> qemu.OvmfConfig:
+        if firmware is Firmware.UEFI_IA32:
+            return qemu.OvmfConfig(Path("/fw/CODE32.fd"), Path("/fw/VARS32.fd"), requires_smm=True)
+        return qemu.OvmfConfig(Path("/fw/CODE.fd"), Path("/fw/VARS.fd"))
+
+    monkeypatch.setattr(qemu, "find_ovmf", find_ovmf)
 
 
 def test_bios_cdrom_command_uses_tcg_cpu_model():
@@ -36,6 +43,21 @@ def test_uefi_usb_command_uses_pflash_q35_and_usb_storage():
     assert "file=/x.iso,format=raw,if=none,id=boot,snapshot=on" in cmd
 
 
+def test_uefi_ia32_command_uses_32_bit_ovmf_with_smm_and_a_64_bit_cpu():
+    cmd = qemu_command(Path("/x.iso"), BootOptions(Firmware.UEFI_IA32, MediaKind.CDROM), "tcg", Path("/t/V.fd"))
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE32.fd" in cmd
+    assert cmd[cmd.index("-machine") + 1] == "q35,smm=on"
+    assert cmd[cmd.index("-global") + 1] == "driver=cfi.pflash01,property=secure,value=on"
+    assert cmd[cmd.index("-cpu") + 1] == "qemu64,+svm"  # a 64-bit CPU behind 32-bit firmware, as on Bay Trail
+
+
+def test_stick_command_starts_paused_with_the_iso_as_a_usb_disk():
+    cmd = qemu_command(Path("/x.iso"), BootOptions(Firmware.UEFI, MediaKind.STICK), "tcg", Path("/t/V.fd"))
+    assert "-S" in cmd and "usb-storage,bus=xhci.0,drive=boot,bootindex=0" in cmd
+    assert "file=/x.iso,format=raw,if=none,id=boot,snapshot=on" in cmd  # writes go to a snapshot, never the ISO
+    assert "-S" not in qemu_command(Path("/x.iso"), BootOptions(Firmware.UEFI, MediaKind.USB), "tcg", Path("/v"))
+
+
 def test_kvm_command():
     cmd = qemu_command(Path("/x.iso"), BootOptions(), "kvm", None)
     assert cmd[cmd.index("-accel") + 1] == "kvm"
@@ -47,6 +69,16 @@ def test_judge_ready():
     bad = {"profile": "p", "xen": "4.17.5", "guests": {"a": {"state": "failed", "reason": "no memory"}}}
     assert judge_ready(bad) == "guests not running: a: failed (no memory)"
     assert judge_ready({"xen": None, "guests": {}}) == "dom0 is not running under Xen"
+
+
+def test_judge_ready_where_xen_cannot_start():
+    """On 32-bit UEFI the medium boots Linux without Xen: that passes, and Xen running there is a surprise."""
+    bare = {"profile": "p", "xen": None, "guests": {"a": {"state": "failed", "reason": "not running under Xen"}}}
+    assert judge_ready(bare, expect_xen=False) is None
+    assert judge_ready(bare) == "dom0 is not running under Xen"
+    assert judge_ready({**bare, "xen": "4.17.5"}, expect_xen=False) == (
+        "Xen 4.17.5 is running where xenlive expects that it cannot start"
+    )
 
 
 def _fake_boot(script: str) -> subprocess.Popen[bytes]:
@@ -124,8 +156,99 @@ def test_find_ovmf_reads_descriptors(tmp_path, monkeypatch):
     monkeypatch.setattr(qemu, "FIRMWARE_DESCRIPTORS", tmp_path)
     assert qemu.find_ovmf() == qemu.OvmfConfig(code, nvram)
     (tmp_path / "60-plain.json").unlink()
-    with pytest.raises(qemu.MissingToolError, match="no UEFI firmware"):
+    with pytest.raises(qemu.MissingToolError, match="no 64-bit UEFI firmware") as info:
         qemu.find_ovmf()
+    assert info.value.hint == "install it with: apt-get install ovmf"
+
+
+def _descriptor(arch: str, code: Path, nvram: Path, *features: str) -> str:
+    mapping = {"executable": {"filename": str(code)}, "nvram-template": {"filename": str(nvram)}}
+    return json.dumps({"interface-types": ["uefi"], "features": list(features),
+                       "targets": [{"architecture": arch}], "mapping": mapping})  # fmt: skip
+
+
+def test_find_ovmf_ia32_takes_a_secure_boot_capable_build_without_enrolled_keys(tmp_path, monkeypatch):
+    """Debian's ovmf-ia32 ships only a Secure Boot capable build; with an empty variable store Secure
+    Boot stays off, so it is used (with SMM), while a build with keys enrolled never is."""
+    monkeypatch.undo()
+    files = {}
+    for name in ("C32", "V32", "C32E", "V32E", "C64", "V64"):
+        files[name] = tmp_path / f"{name}.fd"
+        files[name].write_bytes(b"x")
+    (tmp_path / "40-i386-enrolled.json").write_text(
+        _descriptor("i386", files["C32E"], files["V32E"], "requires-smm", "secure-boot", "enrolled-keys")
+    )
+    (tmp_path / "50-i386-secure.json").write_text(
+        _descriptor("i386", files["C32"], files["V32"], "requires-smm", "secure-boot")
+    )
+    (tmp_path / "60-x86_64.json").write_text(_descriptor("x86_64", files["C64"], files["V64"]))
+    (tmp_path / "70-broken.json").write_text("{not json")
+    (tmp_path / "71-odd.json").write_text('{"interface-types": "uefi", "targets": 5}')  # fmt: skip
+    monkeypatch.setattr(qemu, "FIRMWARE_DESCRIPTORS", tmp_path)
+    assert qemu.find_ovmf(Firmware.UEFI_IA32) == qemu.OvmfConfig(files["C32"], files["V32"], requires_smm=True)
+    assert qemu.find_ovmf(Firmware.UEFI) == qemu.OvmfConfig(files["C64"], files["V64"])
+    (tmp_path / "50-i386-secure.json").unlink()
+    with pytest.raises(qemu.MissingToolError, match=r"no 32-bit UEFI firmware for QEMU found \(i386 OVMF\)") as info:
+        qemu.find_ovmf(Firmware.UEFI_IA32)
+    assert info.value.hint == "install it with: apt-get install ovmf-ia32"
+
+
+def _iso_with_descriptors(path: Path, *descriptors: bytes) -> None:
+    data = bytearray(16 * 2048)
+    for d in descriptors:
+        data += d.ljust(2048, b"\0")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU is not installed")
+def test_hide_eltorito_renames_the_boot_record_in_the_drive_snapshot_only(tmp_path):
+    """A real QEMU, paused as `--media stick` starts it: after hide_eltorito the guest reads
+    XXX... where the boot system identifier was, and the ISO file itself is untouched."""
+    iso = tmp_path / "x.iso"
+    _iso_with_descriptors(iso, b"\x01CD001\x01", b"\x00CD001\x01" + qemu.ELTORITO_ID, b"\xffCD001\x01")
+    before = iso.read_bytes()
+    qmp = tmp_path / "qmp.sock"
+    opts = BootOptions(Firmware.BIOS, MediaKind.STICK, memory_mib=64, cpus=1)
+    cmd = qemu_command(iso, opts, "tcg", None, qmp)
+    offset = 17 * 2048 + 7
+    with qemu._spawn(cmd) as proc:
+        qemu.hide_eltorito(iso, qmp, proc)
+        qemu.qmp_command(qmp, "human-monitor-command", {"command-line": f'qemu-io boot "read -v {offset} 23"'})
+        qemu.qmp_command(qmp, "quit", {})
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode(errors="replace")
+    assert " 58 58 58 58 58 58 58 58 58 58 58 58 58 58 58 58  XXXXXXXXXXXXXXXX" in output, output[-2000:]
+    assert iso.read_bytes() == before
+
+
+def test_hide_eltorito_leaves_a_dead_qemu_to_the_watch_and_names_a_deaf_one(tmp_path):
+    iso = tmp_path / "x.iso"
+    _iso_with_descriptors(iso, b"\x01CD001\x01", b"\xffCD001\x01")
+    dead = _fake_boot("pass")
+    dead.wait()
+    qemu.hide_eltorito(iso, tmp_path / "none.sock", dead)  # returns: _watch reports the exit status
+    deaf = _fake_boot("import time\ntime.sleep(30)")
+    try:
+        with pytest.raises(qemu.BootTestFailed, match="could not hide the El Torito boot record"):
+            qemu.hide_eltorito(iso, tmp_path / "none.sock", deaf, timeout=0.5)
+    finally:
+        qemu._terminate(deaf)
+
+
+def test_eltorito_id_offset_finds_the_boot_record_and_nothing_else(tmp_path):
+    pvd, term = b"\x01CD001\x01", b"\xffCD001\x01"
+    boot = b"\x00CD001\x01" + qemu.ELTORITO_ID
+    iso = tmp_path / "x.iso"
+    _iso_with_descriptors(iso, pvd, boot, term)
+    assert qemu.eltorito_id_offset(iso) == 17 * 2048 + 7
+    _iso_with_descriptors(iso, pvd, term, boot)  # after the terminator: not part of the set
+    assert qemu.eltorito_id_offset(iso) is None
+    _iso_with_descriptors(iso, pvd, b"\x00CD001\x01" + b"X" * len(qemu.ELTORITO_ID), term)  # hidden already
+    assert qemu.eltorito_id_offset(iso) is None
+    _iso_with_descriptors(iso, *[pvd] * 40, boot)  # a hostile set: read only so far
+    assert qemu.eltorito_id_offset(iso) is None
+    iso.write_bytes(b"short")
+    assert qemu.eltorito_id_offset(iso) is None
 
 
 @pytest.mark.parametrize("extra", [[], ["--matrix", "--jobs", "2"]], ids=["single", "matrix"])

@@ -40,6 +40,7 @@ pytestmark = pytest.mark.skipif(
 
 BUILD_ID = "0123abcd"
 BOTH = ("bios", "uefi")
+ALL = ("bios", "uefi", "uefi-ia32")
 SECTOR, BLOCK = 512, 2048
 
 
@@ -112,12 +113,12 @@ def master(staged, tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def pristine(staged, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The untouched BIOS+UEFI ISO that every tampering case starts from (mastered once)."""
+    """The untouched BIOS+UEFI (x64 and IA32) ISO that every tampering case starts from (mastered once)."""
     base = tmp_path_factory.mktemp("pristine")
-    ctx = BuildContext(profile=_profile(BOTH), output=base / "x.iso", workdir=base / "w", cache_dir=base,
+    ctx = BuildContext(profile=_profile(ALL), output=base / "x.iso", workdir=base / "w", cache_dir=base,
                        build_id=BUILD_ID)  # fmt: skip
-    shutil.copytree(staged(BOTH), ctx.staging)
-    (ctx.staging / "xenlive/manifest.json").write_text(json.dumps(manifest_for(ctx.staging, BOTH)))
+    shutil.copytree(staged(ALL), ctx.staging)
+    (ctx.staging / "xenlive/manifest.json").write_text(json.dumps(manifest_for(ctx.staging, ALL)))
     master_iso(ctx)
     return ctx.output
 
@@ -220,6 +221,7 @@ TAMPERING = {
                                             "/isolinux/isolinux.bin boot-info table reserved area differs"),
     "the EFI image": (flip_in("/boot/grub/efi.img", 70000), "/boot/grub/efi.img: sha256 differs from the manifest"),
     "BOOTX64.EFI": (flip_in("/EFI/BOOT/BOOTX64.EFI", 5000), "/EFI/BOOT/BOOTX64.EFI: sha256 differs"),
+    "BOOTIA32.EFI": (flip_in("/EFI/BOOT/BOOTIA32.EFI", 5000), "/EFI/BOOT/BOOTIA32.EFI: sha256 differs"),
     "MBR boot code": (flip(100), "MBR boot code differs from what xenlive writes"),
     "MBR's isolinux.bin address": (flip(432), "MBR boot code's address of isolinux.bin (512-byte LBA) is "),
     "MBR disk signature": (flip(441), "MBR disk signature is "),
@@ -266,7 +268,8 @@ def test_pristine_iso_passes_with_a_warning_that_the_manifest_vouches_for_itself
     ]
 
 
-@pytest.mark.parametrize("boot", [("bios",), ("uefi",), BOTH], ids="+".join)
+@pytest.mark.parametrize("boot", [("bios",), ("uefi",), BOTH, ("uefi-ia32",), ("bios", "uefi-ia32"), ALL],
+                         ids="+".join)  # fmt: skip
 def test_each_firmware_set_passes_untouched(master, boot):
     iso = master(boot)
     assert verify_iso(iso, sha256=sha256_file(iso)).problems == []
@@ -406,7 +409,7 @@ MANIFESTS = {
     "a build_id that is a list": ({"edit": setting([1], "build_id")}, "build_id: expected 8 to 64 lowercase hex"),
     "no profile": ({"edit": drop("profile")}, "profile.media: expected an object, got nothing"),
     "boot as a string": ({"edit": setting("bios", "profile", "media", "boot")},
-                         "profile.media.boot: expected a list of distinct 'bios' and 'uefi', got \"bios\""),
+                         "profile.media.boot: expected a list of distinct 'bios', 'uefi', 'uefi-ia32', got \"bios\""),
     "boot twice": ({"edit": setting(["bios", "bios"], "profile", "media", "boot")}, "profile.media.boot: expected"),
     "an unknown firmware": ({"edit": setting(["bios", "coreboot"], "profile", "media", "boot")},
                             "profile.media.boot: expected"),

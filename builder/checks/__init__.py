@@ -55,11 +55,18 @@ class Finding:
     remedy: str = ""
     key: str = ""  # the profile key it is about ("guests[1].memory"), for profile-scope rules
     unknown: bool = False
+    note: bool = False  # not a problem: what the check found out, shown beside its pass
 
 
 def unknown(why: str) -> Finding:
     """A finding saying the check could not decide, and why."""
     return Finding(message=why, unknown=True)
+
+
+def note(what: str) -> Finding:
+    """A finding that does not fail the check: how it passes (through the CSM; with a boot entry's
+    options), which a user needs to know to make it so on the machine."""
+    return Finding(message=what, note=True)
 
 
 CheckFn = Callable[[Profile, Target, BuiltFacts], Iterable[Finding]]
@@ -138,7 +145,8 @@ class Result:
             "severity": self.check.severity.value,
             "target": self.target,
             "status": self.status.value,
-            "findings": [{"message": f.message, "remedy": f.remedy} for f in self.findings],
+            "findings": [{"message": f.message, "remedy": f.remedy} for f in self.findings if not f.note],
+            "notes": [f.message for f in self.findings if f.note],
         }
 
 
@@ -181,13 +189,14 @@ def run_checks(
                 report.results.append(Result(c, target.name, Status.PENDING))
                 continue
             findings = tuple(c.fn(profile, target, built))
-            if any(not f.unknown for f in findings):
+            if any(not f.unknown and not f.note for f in findings):
                 status = Status.FAIL
-                findings = tuple(f for f in findings if not f.unknown)
-            elif findings:
+                findings = tuple(f for f in findings if not f.unknown and not f.note)
+            elif any(f.unknown for f in findings):
                 status = Status.UNKNOWN
+                findings = tuple(f for f in findings if f.unknown)
             else:
-                status = Status.PASS
+                status = Status.PASS  # with its notes, if any
             report.results.append(Result(c, target.name, status, findings))
     return report
 

@@ -55,6 +55,9 @@ def gate(ctx: BuildContext, ignore: tuple[str, ...] = (), *, built: bool) -> Rep
         if r.status is Status.FAIL and not r.blocking:
             for f in r.findings:
                 log.warning("    %s [%s] %s: %s", r.target, r.check.id, f.message, f.remedy)
+        elif r.status is Status.PASS:
+            for f in r.findings:
+                log.info("    %s [%s] %s", r.target, r.check.id, f.message)
     if report.errors:
         lines = [
             f"{r.target}: [{r.check.id}] {f.message}\n  fix: {f.remedy}" for r in report.errors for f in r.findings

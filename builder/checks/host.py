@@ -43,13 +43,18 @@ def host_target(root: Path = Path("/")) -> Target:
         if line.startswith("MemTotal:"):
             memory = int(line.split()[1]) // 1024
     sys_fw = root / "sys/firmware"
+    csm: bool | None = False
+    firmware: Firmware | None
     if (sys_fw / "efi").is_dir():
-        modes: tuple[Firmware, ...] = (Firmware.UEFI,)
+        # 32 on a 32-bit UEFI (a 64-bit kernel in EFI mixed mode), 64 otherwise; older kernels lack it.
+        size = (_read(sys_fw / "efi/fw_platform_size") or "64").strip()
+        firmware = Firmware.UEFI_IA32 if size == "32" else Firmware.UEFI
+        csm = None  # whether it could also boot BIOS media cannot be seen from a UEFI boot
         secure = _secure_boot(sys_fw / "efi/efivars" / SECURE_BOOT_VAR)
     elif sys_fw.is_dir():
-        modes, secure = (Firmware.BIOS,), False
+        firmware, secure = Firmware.BIOS, False  # booted the legacy way: BIOS, or a UEFI machine's CSM
     else:
-        modes, secure = (), None
+        firmware, csm, secure = None, None, None
     iommu_dir = root / "sys/class/iommu"
     iommu = bool(os.listdir(iommu_dir)) if iommu_dir.is_dir() else None
     return Target(
@@ -62,7 +67,7 @@ def host_target(root: Path = Path("/")) -> Target:
             flags=tuple(sorted(flags)),
         ),  # fmt: skip
         memory=memory,
-        firmware=MachineFirmware(modes=modes, secure_boot=secure),
+        firmware=MachineFirmware(type=firmware, csm=csm, secure_boot=secure),
         iommu=iommu,
         pci=tuple(_pci_devices(root / "sys/bus/pci/devices")),
     )

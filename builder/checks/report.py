@@ -32,16 +32,18 @@ def render_table(report: Report, profile_name: str) -> str:
         unknowns = sum(r.status is Status.UNKNOWN for r in rs)
         lines.append(f"{t.name:<{width}}  {errors:>6}  {warnings:>8}  {unknowns:>7}  {verdict(rs)}")
     for t in report.targets:
-        rs = [r for r in report.for_target(t.name) if r.status in (Status.FAIL, Status.UNKNOWN, Status.SKIPPED)]
+        shown = (Status.FAIL, Status.UNKNOWN, Status.SKIPPED)
+        rs = [r for r in report.for_target(t.name) if r.status in shown or r.findings]
         if not rs:
             continue
         lines += ["", f"{t.name}: {t.description}"]
-        rs.sort(key=lambda r: (r.status is not Status.FAIL, list(Severity).index(r.check.severity)))
+        order = [Status.FAIL, Status.UNKNOWN, Status.SKIPPED, Status.PASS, Status.PENDING]
+        rs.sort(key=lambda r: (order.index(r.status), list(Severity).index(r.check.severity)))
         for r in rs:
             if r.status is Status.SKIPPED:
                 lines.append(f"  skipped  {r.check.id}: skipped on request")
                 continue
-            tag = MARK[r.check.severity] if r.status is Status.FAIL else "unknown"
+            tag = {Status.FAIL: MARK[r.check.severity], Status.PASS: "note"}.get(r.status, "unknown")
             for f in r.findings:
                 lines.append(f"  {tag:<7}  {r.check.id}: {f.message}")
                 if f.remedy:

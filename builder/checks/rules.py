@@ -13,10 +13,12 @@ from importlib import resources
 
 import yaml
 
-from builder.checks import Finding, Severity, check, unknown
-from builder.hardware import DeviceKind, Target, load_known_issues
+from builder.bootfirmware import XEN_ON_IA32, Runs, best_way, firmware_name, medium_set, ways
+from builder.checks import Finding, Severity, check, note, unknown
+from builder.hardware import QEMU_TARGETS, DeviceKind, Target, machine_options, target_issues
 from builder.introspect import BuiltFacts
-from builder.profile.model import Firmware, Guest, GuestType, Profile
+from builder.profile.model import Firmware, Guest, GuestType, Profile, TargetOptions
+from builder.stages.boot import target_entry
 
 # Xen keeps a heap and a frame table (32 bytes per 4 KiB page, about 0.8 % of RAM) for itself.
 XEN_BASE_MIB = 32
@@ -168,18 +170,74 @@ def vcpus(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Findi
             )
 
 
-@check(id="firmware-modes", severity=Severity.ERROR, title="the medium boots on the machine's firmware")
+@check(id="firmware-modes", severity=Severity.ERROR, title="the medium starts Xen on the machine's firmware")
 def firmware_modes(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
-    """A medium made only for UEFI does not boot on a BIOS-only machine, and the reverse; newer
-    machines have dropped the BIOS compatibility module (CSM)."""
-    image = {Firmware(f) for f in profile.media.boot}
-    machine = set(target.firmware.modes)
-    if not machine:
+    """A machine's firmware runs only the boot loader made for it: BIOS (or a UEFI machine's CSM)
+    runs ISOLINUX, 64-bit UEFI BOOTX64.EFI, 32-bit UEFI BOOTIA32.EFI. And Xen cannot start from
+    32-bit UEFI at all, so on such a machine (Bay Trail tablets, the first Intel Macs) only "Linux
+    without Xen" runs unless the firmware also has a CSM. The verdict comes from builder/bootfirmware.py,
+    which the boot menu and the boot test share."""
+    fw = target.firmware
+    if fw.type is None:
         yield unknown("the machine's boot firmware is not known")
-    elif not image & machine:
+        return
+    medium = medium_set(profile.media.boot)
+    carried = ", ".join(sorted(medium))
+    if fw.csm is None and fw.type.is_uefi:
+        without, with_csm = best_way(medium, fw.type, False), best_way(medium, fw.type, True)
+        if without != with_csm and (without is None or without.runs is not Runs.XEN):
+            yield unknown(
+                f"on this {firmware_name(fw.type)} machine the medium starts Xen only through a CSM, and whether"
+                " the firmware has one is not known"
+            )
+            return
+    way = best_way(medium, fw.type, fw.csm)
+    name = firmware_name(fw.type, fw.csm)
+    if way is None:
+        yield Finding(f"the medium does not start on this machine's {name}: it has boot loaders for {carried}",
+                      _firmware_remedy(fw.type, fw.csm, medium))  # fmt: skip
+        return
+    if way.runs is not Runs.XEN:
         yield Finding(
-            f"the medium boots with {'/'.join(sorted(image))} but the machine offers only {'/'.join(sorted(machine))}",
-            f"add {' and '.join(sorted(machine))} to media.boot",
+            f'on this machine\'s {name} the medium starts only "Linux without Xen", without the guests: {XEN_ON_IA32}',
+            _firmware_remedy(fw.type, fw.csm, medium),
+        )
+        return
+    if way.via_csm:
+        lost = " (its 32-bit UEFI would start only Linux without Xen)" if fw.type is Firmware.UEFI_IA32 else ""
+        yield note(f"starts {way.describe()}{lost}: choose legacy/CSM boot in the firmware's boot menu or setup")
+
+
+def _firmware_remedy(firmware: Firmware, csm: bool | None, medium: frozenset[Firmware]) -> str:
+    """What would make the medium start Xen on a machine with this firmware, or that nothing can."""
+    if firmware is Firmware.BIOS:
+        return "add bios to media.boot"
+    if firmware is Firmware.UEFI:
+        return "add uefi to media.boot" + (" (or bios, to boot through the CSM)" if csm else "")
+    if csm:
+        return "add bios to media.boot and boot the medium through the CSM (legacy boot): Xen runs that way"
+    if Firmware.UEFI_IA32 not in medium:
+        return (
+            'no medium starts Xen on this machine; add uefi-ia32 to media.boot for "Linux without Xen",'
+            " or use a machine with 64-bit UEFI or BIOS"
+        )
+    return "use a machine with 64-bit UEFI or BIOS (or a CSM) for Xen; here the medium is a live Linux only"
+
+
+@check(id="usb-stick-boot", severity=Severity.WARNING, title="a USB stick written with the image boots")
+def usb_stick_boot(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Firmware boots a USB stick through its partition tables (the MBR, or the GPT's ESP), not its
+    El Torito catalogue; only a medium with bios in media.boot gets them (the isohybrid MBR and GPT
+    need ISOLINUX), so a UEFI-only image boots from a CD but a stick written with it does not."""
+    fw = target.firmware
+    if fw.type is None:
+        return
+    way = best_way(profile.media.boot, fw.type, fw.csm)
+    if way is not None and not way.stick:
+        yield Finding(
+            "a USB stick written with this image does not boot: without bios in media.boot the image has no"
+            " partition table (MBR or GPT), which firmware boots a stick through; only a CD/DVD boots",
+            "add bios to media.boot (that adds ISOLINUX and the MBR and GPT), or burn a CD/DVD",
         )
 
 
@@ -187,13 +245,14 @@ def firmware_modes(profile: Profile, target: Target, built: BuiltFacts) -> Itera
 def secure_boot(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
     """xenlive's GRUB and Xen are not signed for Secure Boot; with it on, the firmware refuses the
     medium's UEFI loader (BIOS/CSM boot, if the machine has it, is unaffected)."""
-    image = {Firmware(f) for f in profile.media.boot}
-    if target.firmware.secure_boot is None:
-        if Firmware.UEFI in set(target.firmware.modes):
-            yield unknown("whether Secure Boot is on is not known")
+    fw = target.firmware
+    if fw.type is None or not fw.type.is_uefi:
         return
-    can_bios = Firmware.BIOS in image and Firmware.BIOS in set(target.firmware.modes)
-    if target.firmware.secure_boot and not can_bios:
+    if fw.secure_boot is None:
+        yield unknown("whether Secure Boot is on is not known")
+        return
+    through_csm = any(w.via_csm for w in ways(profile.media.boot, fw.type, fw.csm))
+    if fw.secure_boot and not through_csm:
         yield Finding(
             "Secure Boot is on: the firmware will refuse the medium's unsigned GRUB and Xen",
             "turn Secure Boot off in the firmware setup (it is unsupported by xenlive)",
@@ -309,10 +368,45 @@ def device_firmware(profile: Profile, target: Target, built: BuiltFacts) -> Iter
 @check(id="known-problem-devices", severity=Severity.WARNING, title="no devices with known problems")
 def known_problem_devices(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
     """Some devices work only with a known option or package; saying so at build time saves a
-    user from finding out on the machine (data: builder/data/known-issues.yaml and the target's file)."""
+    user from finding out on the machine (data: builder/data/known-issues.yaml and the target's file).
+    Issues a Xen or dom0 option works around are the machine-options check's."""
     ids = {d.id for d in target.pci}
-    for issue in (*load_known_issues(), *target.known_issues):
-        if not issue.devices or ids & set(issue.devices):
-            devices = ", ".join(sorted(ids & set(issue.devices)))
-            where = f" ({devices})" if devices else ""
-            yield Finding(f"{issue.id}{where}: {issue.summary}", issue.workaround)
+    for issue in target_issues(target):
+        if issue.has_options:
+            continue
+        devices = ", ".join(sorted(ids & set(issue.devices)))
+        where = f" ({devices})" if devices else ""
+        yield Finding(f"{issue.id}{where}: {issue.summary}", issue.workaround)
+
+
+@check(id="machine-options", severity=Severity.WARNING, title="the machine's Xen/dom0 options are in the image")
+def machine_options_applied(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
+    """Some machines run Xen or dom0 only with an option: efi=no-rs where the firmware's runtime
+    services crash, iommu=no-igfx where the IOMMU breaks the integrated graphics. The hardware
+    database carries them with the known issue, so the image can carry them too: a boot menu entry
+    for the target (checks.target_options: menu) or every entry (cmdline); this says which, or that
+    the user would have to type them at the boot prompt."""
+    options = machine_options(target)
+    if not options:
+        return
+    needs = f"{options.describe()} (known issue {', '.join(options.issues)})"
+    xen_missing = [o for o in options.xen if o not in profile.xen.cmdline.split()]
+    dom0_missing = [o for o in options.dom0 if o not in profile.dom0.cmdline.split()]
+    mine = target.name in (profile.checks.targets or QEMU_TARGETS)
+    entry = target_entry(profile, target)
+    if not xen_missing and not dom0_missing:
+        yield note(f"needs {needs}: the profile's xen.cmdline and dom0.cmdline carry them")
+    elif mine and profile.checks.target_options is TargetOptions.CMDLINE:
+        yield note(f"needs {needs}: every boot menu entry carries them (checks.target_options: cmdline)")
+    elif mine and profile.checks.target_options is TargetOptions.MENU and entry is not None:
+        yield note(f'needs {needs}: boot the menu entry "{entry.title}"')
+    elif mine and profile.checks.target_options is TargetOptions.MENU:
+        return  # nothing of the medium starts on the machine; firmware-modes says so
+    else:
+        how = (
+            f"add {target.name} to checks.targets (its own boot menu entry then carries them)"
+            if not mine
+            else "set checks.target_options to menu or cmdline"
+        )
+        yield Finding(f"needs {needs}, which no boot menu entry carries",
+                      f"{how}, or add them to xen.cmdline / dom0.cmdline")  # fmt: skip

@@ -24,6 +24,7 @@ from builder.profile.model import (
     Media,
     Network,
     Profile,
+    TargetOptions,
     User,
     Xen,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Media",
     "Network",
     "Profile",
+    "TargetOptions",
     "User",
     "UserTemplate",
     "Xen",

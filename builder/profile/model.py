@@ -81,8 +81,18 @@ NETWORK_UNITS = ("systemd-networkd.service",)
 
 
 class Firmware(enum.StrEnum):
-    BIOS = "bios"
-    UEFI = "uefi"
+    """A way a PC's firmware starts a medium. One enum for all three places that name one: what a
+    medium carries boot loaders for (media.boot), what a machine has (hardware files' firmware.type)
+    and what `xenlive test --firmware` boots with, so the check, the build and the boot test agree.
+    """
+
+    BIOS = "bios"  # legacy BIOS, or a UEFI machine's CSM: ISOLINUX from El Torito or the MBR
+    UEFI = "uefi"  # x86-64 UEFI: EFI/BOOT/BOOTX64.EFI (GRUB x86_64-efi)
+    UEFI_IA32 = "uefi-ia32"  # 32-bit UEFI, also on 64-bit CPUs: EFI/BOOT/BOOTIA32.EFI (GRUB i386-efi)
+
+    @property
+    def is_uefi(self) -> bool:
+        return self is not Firmware.BIOS
 
 
 class GuestType(enum.StrEnum):
@@ -112,8 +122,13 @@ class Media:
         ),
     )
     boot: tuple[Firmware, ...] = field(
-        default=(Firmware.BIOS, Firmware.UEFI),
-        metadata=_meta("firmware the medium boots on: bios, uefi or both", nonempty=True),
+        default=(Firmware.BIOS, Firmware.UEFI, Firmware.UEFI_IA32),
+        metadata=_meta(
+            "firmware the medium carries boot loaders for: bios (ISOLINUX; also gives the medium its MBR and GPT,"
+            " so a USB stick boots), uefi (64-bit UEFI, Xen or Linux) and uefi-ia32 (32-bit UEFI, where only"
+            " Linux without Xen can start)",
+            nonempty=True,
+        ),
     )
     size_limit: int | None = field(
         default=None,
@@ -393,6 +408,14 @@ class Guest:
         return self.kind == GuestKind.DEBIAN or self.disk is not None
 
 
+class TargetOptions(enum.StrEnum):
+    """What a build does with the Xen and dom0 options its targets' known issues carry."""
+
+    MENU = "menu"  # one more boot menu entry per target that needs options, with them
+    CMDLINE = "cmdline"  # on every entry's command lines, as if written into xen.cmdline and dom0.cmdline
+    NONE = "none"  # nowhere: `xenlive check` names them and warns
+
+
 @dataclass(frozen=True, kw_only=True)
 class Checks:
     """Hardware-compatibility checks (builder/checks/): which machines a build is checked against."""
@@ -406,6 +429,14 @@ class Checks:
     )
     skip: tuple[str, ...] = field(
         default=(), metadata=_meta("check ids not to run (see `xenlive check --list`)", pattern=CHECK_ID)
+    )
+    target_options: TargetOptions = field(
+        default=TargetOptions.MENU,
+        metadata=_meta(
+            "where the Xen/dom0 options that the targets' known issues carry (efi=no-rs, iommu=no-igfx, ...) go:"
+            ' menu (a boot menu entry "Xen for TARGET" per target that needs some), cmdline (every entry, so every'
+            " machine gets them) or none (`xenlive check` only names them)"
+        ),
     )
 
 

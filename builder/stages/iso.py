@@ -157,12 +157,13 @@ def _master(ctx: BuildContext, tmp: Path, rng: random.Random) -> None:
             boot_load_size=4,
             boot_info_table=True,
         )
-    if Firmware.UEFI in profile.media.boot:
+    uefi = any(f.is_uefi for f in profile.media.boot)  # one FAT image holds BOOTX64.EFI and BOOTIA32.EFI
+    if uefi:
         # Added last: pycdlib sizes the hybrid ESP from the last El Torito entry.
         # platform_id only counts when this is the first entry (a UEFI-only medium): a section gets 0xEF from efi=True.
         iso.add_eltorito(iso_paths[EFI_IMAGE], efi=True, platform_id=PLATFORM_UEFI)
     if Firmware.BIOS in profile.media.boot:
-        iso.add_isohybrid(mbr_id=rng.getrandbits(32), **_isohybrid_args(Firmware.UEFI in profile.media.boot))
+        iso.add_isohybrid(mbr_id=rng.getrandbits(32), **_isohybrid_args(uefi))
         # add_isohybrid() checks the boot file and builds pycdlib's own IsoHybrid; only its padding changes.
         if iso.isohybrid_mbr is not None:
             iso.isohybrid_mbr.__class__ = RoomyHybrid

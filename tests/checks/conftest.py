@@ -137,7 +137,7 @@ def make_target(name: str = "box", **changes: Any) -> Target:
         description="a test machine",
         cpu=changes.pop("cpu", cpu),
         memory=changes.pop("memory", 8192),
-        firmware=changes.pop("firmware", MachineFirmware(modes=(Firmware.BIOS, Firmware.UEFI), secure_boot=False)),
+        firmware=changes.pop("firmware", MachineFirmware(type=Firmware.UEFI, csm=True, secure_boot=False)),
         iommu=changes.pop("iommu", True),
         pci=changes.pop("pci", (PciDevice(id="8086:27a2", class_code="0300", name="945GM"),)),
     )

@@ -68,6 +68,37 @@ def test_json_report(env: dict[str, str]) -> None:
     assert "Secure Boot is on" in secure["findings"][0]["message"]
 
 
+def test_check_tells_the_options_a_target_needs_and_where_they_are(env: dict[str, str], tmp_path: Path) -> None:
+    """A hardware file whose known issue carries efi=no-rs: `check` names the option and the boot
+    menu entry that carries it (a note, not a warning); without the target in the profile, a warning."""
+    env["XENLIVE_HARDWARE_PATH"] = str(REPO / "tests/data/hardware")
+    profile = tmp_path / "quirks.yaml"
+    profile.write_text("name: quirks\nchecks:\n  targets: [quirky-uefi]\n")
+    proc = xenlive(env, "check", str(profile))
+    assert proc.returncode == 0, proc.stderr
+    assert ('  note     machine-options: needs Xen efi=no-rs (known issue efi-runtime-crash): boot the menu entry'
+            ' "Xen for quirky-uefi (Xen efi=no-rs)"') in proc.stdout  # fmt: skip
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("quirky-uefi "))
+    assert row.split()[1:3] == ["0", "0"]  # a note is neither an error nor a warning
+    data = json.loads(xenlive(env, "check", str(profile), "--json").stdout)
+    options = next(c for c in data["targets"]["quirky-uefi"]["checks"] if c["id"] == "machine-options")
+    assert options["status"] == "pass" and options["findings"] == [] and "efi=no-rs" in options["notes"][0]
+    other = xenlive(env, "check", "default", "--target", "quirky-uefi")
+    assert "  warn     machine-options: needs Xen efi=no-rs (known issue efi-runtime-crash), which no boot menu" in (
+        other.stdout
+    )
+
+
+def test_check_on_32_bit_uefi_says_only_linux_starts(env: dict[str, str]) -> None:
+    proc = xenlive(env, "check", "default", "--target", "asus-t100ta", "--target", "apple-macbookpro2-2")
+    assert proc.returncode == 3
+    baytrail = ("  ERROR    firmware-modes: on this machine's 32-bit UEFI without a CSM the medium starts only"
+                ' "Linux without Xen", without the guests: Xen 4.17 cannot start from 32-bit UEFI')  # fmt: skip
+    assert baytrail in proc.stdout
+    assert "  note     firmware-modes: starts Xen through the CSM (legacy BIOS boot)" in proc.stdout  # the Mac
+    assert "error: error-level checks failed on 1 of 2 targets: asus-t100ta" in proc.stderr
+
+
 def test_unknown_target_exit_2_lists_known(env: dict[str, str]) -> None:
     proc = xenlive(env, "check", "default", "--target", "pdp-11")
     assert proc.returncode == 2
@@ -79,7 +110,7 @@ def test_malformed_hardware_file_exit_2_with_place(env: dict[str, str], tmp_path
     hw = tmp_path / "hw"
     hw.mkdir()
     (hw / "mybox.yaml").write_text("description: x\ncpu:\n  model: y\n  arch: x86_64\n  threads: two\n"
-                                   "memory: 1G\nfirmware:\n  modes: [bios]\n")  # fmt: skip
+                                   "memory: 1G\nfirmware:\n  type: bios\n")  # fmt: skip
     env["XENLIVE_HARDWARE_PATH"] = str(hw)
     proc = xenlive(env, "check", "default", "--target", "mybox")
     assert proc.returncode == 2

@@ -20,7 +20,7 @@ def problems(path: Path) -> list[str]:
 def test_default_profile_loads_with_its_guest_and_overlay():
     profile = load_profile(None)
     assert profile.name == "default"
-    assert profile.media.boot == (Firmware.BIOS, Firmware.UEFI)
+    assert profile.media.boot == (Firmware.BIOS, Firmware.UEFI, Firmware.UEFI_IA32)
     assert [g.name for g in profile.guests] == ["tiny"]
     guest = profile.guests[0]
     assert (guest.type, guest.memory, guest.kernel, guest.initrd) == (GuestType.PV, 128, "dom0", "busybox")
