@@ -16,7 +16,9 @@ from builder.qemu import BootOptions, BootResult, MediaKind
 
 
 def fake_boot(fail: set[tuple[str, str]], seen: list[tuple[str, str, bool]]):  # type: ignore[no-untyped-def]
-    def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path) -> BootResult:
+    def boot_and_wait(
+        iso: Path, opts: BootOptions, timeout: float, report_dir: Path, session: object = None
+    ) -> BootResult:
         report_dir.mkdir(parents=True, exist_ok=True)
         key = (str(opts.firmware), str(opts.media))
         seen.append((*key, opts.stop is not None))
@@ -49,7 +51,9 @@ def test_each_boot_has_its_own_report_dir_and_result(tmp_path: Path, monkeypatch
 def test_an_interrupted_matrix_stops_the_other_boots(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     stops: list[threading.Event] = []
 
-    def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path) -> BootResult:
+    def boot_and_wait(
+        iso: Path, opts: BootOptions, timeout: float, report_dir: Path, session: object = None
+    ) -> BootResult:
         assert opts.stop is not None
         stops.append(opts.stop)
         report_dir.mkdir(parents=True, exist_ok=True)
