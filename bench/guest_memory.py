@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Measure the smallest memory a guest boots with, by bisecting in QEMU; run by hand, not in CI.
+
+    python bench/guest_memory.py [--suite bookworm] [--config pv:1 --config pv:2:16 ...] [--out FILE]
+
+Each --config is TYPE:VCPUS[:PAD], PAD being MiB of zeros added to a busybox guest's initramfs (to
+see what a bigger initrd costs). One image carries a busybox guest per TYPE and PAD, none of them
+autostarted, and a dom0 service (bench/guest-memory/xenlive-membench) that bisects each
+configuration's thresholds inside one boot: the smallest memory xl's domain builder accepts, and the
+smallest with which the guest reaches its ready marker and stays up. One QEMU boot runs the whole
+plan, with nice -n 10, one guest at a time; under TCG on 2 cores a probe takes 10 to 40 s.
+
+The JSON printed at the end (and written to --out) holds each threshold beside what
+builder/guestmem.py predicts for it: the numbers tests/test_guestmem.py records come from here.
+The measured thresholds depend only on the guest's kernel and initrd, so re-run this when the dom0
+kernel of a suite changes, and for every newly supported suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from builder import qemu  # noqa: E402
+
+HERE = Path(__file__).resolve().parent / "guest-memory"
+DEFAULT_CONFIGS = ["pv:1", "pv:2", "pv:4", "pv:8", "pv:1:16", "pv:1:48", "pvh:1", "pvh:4", "pvh:1:48"]
+STALL_SECONDS = 600  # a probe prints within WAIT (150 s); this much silence means the machine hung
+RESULT = re.compile(r"XENLIVE-MEMBENCH result (\S+) vcpus=(\d+) build=(\S+) boot=(\S+) repeat=(\S+)")
+
+
+def guest_name(kind: str, pad: int) -> str:
+    return f"{kind}{pad}" if pad else kind
+
+
+def write_profile(work: Path, suite: str, configs: list[tuple[str, int, int]], lo: int, hi: int) -> Path:
+    """The bench image: the default dom0, the bisecting service, a guest per type and pad."""
+    overlay = work / "overlays/membench"
+    (overlay / "usr/local/sbin").mkdir(parents=True)
+    (overlay / "etc/systemd/system").mkdir(parents=True)
+    (overlay / "etc/xenlive-membench").mkdir(parents=True)
+    shutil.copy(HERE / "xenlive-membench", overlay / "usr/local/sbin/xenlive-membench")
+    os.chmod(overlay / "usr/local/sbin/xenlive-membench", 0o755)
+    shutil.copy(HERE / "xenlive-membench.service", overlay / "etc/systemd/system/xenlive-membench.service")
+    guests = []
+    for kind, pad in dict.fromkeys((k, p) for k, _, p in configs):
+        lines = [f"  - name: {guest_name(kind, pad)}", f"    type: {kind}", f"    memory: {hi}M",
+                 "    autostart: false", "    network: false"]  # fmt: skip
+        if pad:
+            pad_dir = work / f"overlays/pad{pad}"
+            pad_dir.mkdir(parents=True, exist_ok=True)
+            (pad_dir / "pad").write_bytes(bytes(pad << 20))
+            lines.append(f"    overlay: overlays/pad{pad}")
+        guests.append("\n".join(lines))
+    plan = [f"{guest_name(kind, pad)} {vcpus} {lo} {hi}" for kind, vcpus, pad in configs]
+    (overlay / "etc/xenlive-membench/plan").write_text("\n".join(plan) + "\n")
+    profile = work / "membench.yaml"
+    profile.write_text(
+        "name: membench\n"
+        "description: bisects the guests' minimum memory (bench/guest_memory.py)\n"
+        "xen:\n  cmdline: dom0_mem=1024M,max:1024M\n"
+        f"dom0:\n  suite: {suite}\n  overlays:\n    - overlays/membench\n"
+        "guests:\n" + "\n".join(guests) + "\n"
+    )
+    return profile
+
+
+def boot(iso: Path, log_path: Path, timeout: float) -> list[str]:
+    """Boot the bench image under nice -n 10 and return its XENLIVE-MEMBENCH lines, echoing them."""
+    accel = qemu.choose_accel("auto")
+    cmd = ["nice", "-n", "10", *qemu.qemu_command(iso, qemu.BootOptions(memory_mib=2048), accel, None)]
+    found: list[str] = []
+    deadline = time.monotonic() + timeout
+    with log_path.open("wb") as log, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                      stderr=subprocess.STDOUT) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        buffer = b""
+        try:
+            last = time.monotonic()
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([proc.stdout], [], [], 5)
+                if not readable:
+                    if proc.poll() is not None:
+                        break
+                    if time.monotonic() - last > STALL_SECONDS:
+                        raise SystemExit(f"no console output for {STALL_SECONDS} s: hung? console: {log_path}")
+                    continue
+                last = time.monotonic()
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                log.write(chunk)
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").replace("\r", "")
+                    if "XENLIVE-MEMBENCH" in line:
+                        line = line[line.index("XENLIVE-MEMBENCH") :]
+                        print(line, file=sys.stderr, flush=True)
+                        found.append(line)
+                        if line == "XENLIVE-MEMBENCH done":
+                            return found
+            raise SystemExit(f"the bench did not finish within {timeout:.0f} s; console: {log_path}")
+        finally:
+            proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="bookworm")
+    parser.add_argument("--config", action="append", help="TYPE:VCPUS[:PAD_MIB] (repeatable)")
+    parser.add_argument("--lo", type=int, default=48, help="MiB taken as too little (default 48)")
+    parser.add_argument("--hi", type=int, default=192, help="MiB expected to be enough (default 192)")
+    parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds for the whole boot")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--keep", type=Path, help="keep the image and console log in this directory")
+    parser.add_argument("--analyze", type=Path, help="only read the console log a --keep run left in this directory")
+    args = parser.parse_args()
+    configs = []
+    for text in args.config or DEFAULT_CONFIGS:
+        m = re.fullmatch(r"(pv|pvh|hvm):(\d+)(?::(\d+))?", text)
+        if not m:
+            parser.error(f"--config {text!r}: expected TYPE:VCPUS[:PAD_MIB], e.g. pv:2 or pv:1:16")
+        configs.append((m.group(1), int(m.group(2)), int(m.group(3) or 0)))
+    if args.analyze:
+        work = args.analyze
+        lines = [m.group(0) for m in re.finditer(r"XENLIVE-MEMBENCH [^\r\n]*", (work / "console.log").read_text())]
+        seconds = 0.0
+    else:
+        work = args.keep or Path(tempfile.mkdtemp(prefix="xenlive-membench-"))
+        work.mkdir(parents=True, exist_ok=True)
+        profile_path = write_profile(work, args.suite, configs, args.lo, args.hi)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        subprocess.run(["nice", "-n", "10", sys.executable, "-m", "builder", "build", str(profile_path),
+                        "-o", str(work / "membench.iso")], check=True, env=env)  # fmt: skip
+        started = time.monotonic()
+        lines = boot(work / "membench.iso", work / "console.log", args.timeout)
+        seconds = time.monotonic() - started
+    report = {"suite": args.suite, "seconds": round(seconds), "results": analyze(work, lines),
+              "probes": [line for line in lines if line.startswith("XENLIVE-MEMBENCH probe ")]}  # fmt: skip
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    if not args.keep and not args.analyze:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def analyze(work: Path, lines: list[str]) -> list[dict[str, object]]:
+    """Each measured threshold beside the files' facts and what builder/guestmem.py predicts."""
+    from builder.checks.facts import gather
+    from builder.context import BuildContext, cache_root
+    from builder.profile import load_profile
+    from builder.stages.rootfs import rootfs_key
+
+    profile = load_profile(str(work / "membench.yaml"))
+    probe = BuildContext(profile=profile, output=work / "membench.iso", workdir=work, cache_dir=cache_root())
+    tree = cache_root() / "rootfs" / rootfs_key(probe) / "tree"
+    facts = gather(profile, tree)
+    results: list[dict[str, object]] = []
+    for line in lines:
+        m = RESULT.fullmatch(line)
+        if not m:
+            continue
+        name, vcpus = m.group(1), int(m.group(2))
+        guest = next(g for g in profile.guests if g.name == name)
+        entry: dict[str, object] = {
+            "guest": name, "type": str(guest.type), "vcpus": vcpus,
+            "build_mib": None if m.group(3) == "none" else int(m.group(3)),
+            "boot_mib": None if m.group(4) == "none" else int(m.group(4)),
+            "repeat": m.group(5),
+        }  # fmt: skip
+        try:
+            from builder.guestmem import guest_minimum
+
+            predicted = guest_minimum(guest, facts, vcpus=vcpus)
+            entry["predicted"] = predicted.as_dict() if predicted else None
+        except ImportError:
+            pass
+        results.append(entry)
+    return results
+
+
+if __name__ == "__main__":
+    main()
