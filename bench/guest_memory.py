@@ -102,6 +102,7 @@ def boot(iso: Path, log_path: Path, timeout: float) -> list[str]:
                 if not chunk:
                     break
                 log.write(chunk)
+                log.flush()
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for raw in lines:
