@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from builder.errors import MissingToolError, UsageError
 from builder.profile.model import Firmware
@@ -34,6 +35,8 @@ QEMU = "qemu-system-x86_64"
 FIRMWARE_DESCRIPTORS = Path("/usr/share/qemu/firmware")
 TCG_CPU = "qemu64,+svm"  # with -cpu max Xen boots but dom0 Linux faults early (DESIGN.md)
 READY_MARKER = "XENLIVE-READY "
+GUEST_LOG_MARKER = "XENLIVE-GUEST-LOG "  # dom0's ready service prints each guest's console log with it
+GUEST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a Xen domain name as xenlive allows it
 
 
 class MediaKind(enum.StrEnum):
@@ -180,6 +183,7 @@ class BootResult:
     ready: dict[str, object] | None = None
     tail: list[str] = field(default_factory=list)
     screenshots: list[str] = field(default_factory=list)
+    guest_logs: dict[str, str] = field(default_factory=dict)  # each guest's console log, saved in the report
 
     @property
     def expected_next(self) -> str:
@@ -197,7 +201,15 @@ class BootResult:
             "ready": self.ready,
             "tail": self.tail,
             "screenshots": self.screenshots,
+            "guest_logs": self.guest_logs,
         }
+
+    def failed_guests(self) -> dict[str, dict[str, object]]:
+        """The guests XENLIVE-READY gives as failed, with what it says about each."""
+        guests = (self.ready or {}).get("guests")
+        if not isinstance(guests, dict):
+            return {}
+        return {name: info for name, info in guests.items() if isinstance(info, dict) and info.get("state") == "failed"}
 
 
 def judge_ready(ready: dict[str, object]) -> str | None:
@@ -209,8 +221,10 @@ def judge_ready(ready: dict[str, object]) -> str | None:
         return "dom0 is not running under Xen"
     bad = [
         f"{name}: {info.get('state')} ({info.get('reason', 'no reason given')})"
+        if isinstance(info, dict)
+        else f"{name}: {info!r}"
         for name, info in guests.items()
-        if not isinstance(info, dict) or info.get("state") != "running"
+        if not isinstance(info, dict) or info.get("state") not in ("running", "not-autostarted")
     ]
     # A guest that declared a ready pattern must also have shown it on its console.
     late = [
@@ -270,11 +284,47 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
         report_dir.mkdir(parents=True, exist_ok=True)
     with _machine(iso, opts) as (cmd, qmp, accel), _spawn(cmd) as proc:
         shots = Screenshots(qmp, report_dir) if report_dir is not None else None
-        result = _watch(proc, timeout, accel, report_dir / "console.log" if report_dir else None, shots, opts.stop)
+        logs = GuestLogs(report_dir / "guests") if report_dir is not None else None
+        try:
+            result = _watch(proc, timeout, accel, report_dir / "console.log" if report_dir else None, shots,
+                            opts.stop, logs)  # fmt: skip
+        finally:
+            if logs is not None:
+                logs.close()
+        if logs is not None:
+            result.guest_logs = logs.paths()
         if shots is not None:
             shots.take("end")
             result.screenshots = shots.taken
         return result
+
+
+class GuestLogs:
+    """The guests' console logs dom0 prints as XENLIVE-GUEST-LOG lines, one file per guest.
+
+    The names come from the machine being tested: only a plain domain name makes a file, so a
+    hostile image cannot write outside the report directory.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.files: dict[str, BinaryIO] = {}
+
+    def add(self, text: str) -> None:
+        name, _, line = text.partition(" ")
+        if not GUEST_NAME.fullmatch(name) or (name not in self.files and len(self.files) >= 256):
+            return
+        if name not in self.files:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.files[name] = (self.directory / f"{name}.log").open("wb")
+        self.files[name].write(line.encode() + b"\n")
+
+    def paths(self) -> dict[str, str]:
+        return {name: str(self.directory / f"{name}.log") for name in self.files}
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
 
 
 class Screenshots:
@@ -334,7 +384,8 @@ def qmp_command(socket_path: Path, command: str, arguments: dict[str, object], t
 
 
 def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_log: Path | None,
-           shots: Screenshots | None = None, stop: threading.Event | None = None) -> BootResult:  # fmt: skip
+           shots: Screenshots | None = None, stop: threading.Event | None = None,
+           guest_logs: GuestLogs | None = None) -> BootResult:  # fmt: skip
     start = time.monotonic()
     tail: deque[str] = deque(maxlen=50)
     stages: dict[str, float] = {}
@@ -382,6 +433,10 @@ def _watch(proc: subprocess.Popen[bytes], timeout: float, accel: str, console_lo
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
                 line = _clean(raw)
+                if GUEST_LOG_MARKER in line:  # a guest's console, not dom0's: never a stage or failure
+                    if guest_logs is not None:
+                        guest_logs.add(line.split(GUEST_LOG_MARKER, 1)[1])
+                    continue
                 tail.append(line)
                 for name, pattern in STAGES:
                     if name not in stages and pattern.search(line):
