@@ -163,6 +163,7 @@ def analyze(work: Path, lines: list[str]) -> list[dict[str, object]]:
     """Each measured threshold beside the files' facts and what builder/guestmem.py predicts."""
     from builder.checks.facts import gather
     from builder.context import BuildContext, cache_root
+    from builder.guestmem import guest_minimum
     from builder.profile import load_profile
     from builder.stages.rootfs import rootfs_key
 
@@ -183,13 +184,15 @@ def analyze(work: Path, lines: list[str]) -> list[dict[str, object]]:
             "boot_mib": None if m.group(4) == "none" else int(m.group(4)),
             "repeat": m.group(5),
         }  # fmt: skip
-        try:
-            from builder.guestmem import guest_minimum
-
-            predicted = guest_minimum(guest, facts, vcpus=vcpus)
-            entry["predicted"] = predicted.as_dict() if predicted else None
-        except ImportError:
-            pass
+        predicted = guest_minimum(guest, facts, vcpus=vcpus)
+        entry["predicted"] = predicted if isinstance(predicted, str) else predicted.as_dict()
+        initrd = facts.guest_initrds.get(name)
+        kernel = facts.guest_kernels.get(name)
+        entry["files"] = {
+            "kernel_layout": None if kernel is None or kernel.layout is None else vars(kernel.layout),
+            "initrd": None if initrd is None else {"loaded": initrd.loaded_bytes, "unpacked": initrd.unpacked_bytes,
+                                                    "inodes": initrd.inodes},
+        }  # fmt: skip
         results.append(entry)
     return results
 
