@@ -33,7 +33,7 @@ import yaml
 
 from builder.initrd import InitrdFacts
 from builder.introspect import BuiltFacts, KernelFacts
-from builder.profile.model import Guest, GuestKind
+from builder.profile.model import MAX_GUEST_MEMORY_MIB, Guest, GuestKind
 
 MIB = 1 << 20
 PAGE = 4096
@@ -126,11 +126,15 @@ def builder_minimum(kind: str, kernel: KernelFacts, initrd: InitrdFacts | None, 
     """The smallest memory (MiB) the domain builder accepts."""
     layout = kernel.layout
     assert layout is not None
-    if kind == "pv":
-        low = 1
-        while not pv_builder_fits(low, kernel, initrd):
-            low += 1
-        return low
+    if kind == "pv":  # fits is monotonic in the memory: bisect between what cannot and what can
+        low = max(1, (layout.end - (kernel.notes.paddr_offset or 0)) // MIB) - 1  # below its end: cannot
+        high = low + 1
+        while not pv_builder_fits(high, kernel, initrd) and high < MAX_GUEST_MEMORY_MIB:
+            low, high = high, min(2 * high, MAX_GUEST_MEMORY_MIB)
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if pv_builder_fits(mid, kernel, initrd) else (mid, high)
+        return high
     # HVM/PVH: the kernel at its physical address, the initrd after it, start info and ACPI tables.
     need = layout.end + (initrd.loaded_bytes if initrd else 0) + cal.builder_kib * 1024
     return -(-need // MIB)
