@@ -64,8 +64,6 @@ def write_profile(work: Path, suite: str, configs: list[tuple[str, int, int]], l
             (pad_dir / "pad").write_bytes(bytes(pad << 20))
             lines.append(f"    overlay: overlays/pad{pad}")
         guests.append("\n".join(lines))
-    plan = [f"{guest_name(kind, pad)} {vcpus} {lo} {hi}" for kind, vcpus, pad in configs]
-    (overlay / "etc/xenlive-membench/plan").write_text("\n".join(plan) + "\n")
     profile = work / "membench.yaml"
     profile.write_text(
         "name: membench\n"
@@ -74,7 +72,30 @@ def write_profile(work: Path, suite: str, configs: list[tuple[str, int, int]], l
         f"dom0:\n  suite: {suite}\n  overlays:\n    - overlays/membench\n"
         "guests:\n" + "\n".join(guests) + "\n"
     )
+    guesses = predictions(profile, configs)
+    plan = [f"{guest_name(kind, pad)} {vcpus} {lo} {hi} {' '.join(map(str, guesses[kind, vcpus, pad]))}"
+            for kind, vcpus, pad in configs]  # fmt: skip
+    (overlay / "etc/xenlive-membench/plan").write_text("\n".join(plan) + "\n")
     return profile
+
+
+def predictions(profile_path: Path, configs: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], tuple[int, int]]:
+    """Where the search for each threshold starts: what builder/guestmem.py predicts from the files
+    (without its margin), when dom0 is already in the cache; (0, 0), no guess, otherwise."""
+    from builder.checks.facts import cached_tree, gather
+    from builder.context import cache_root
+    from builder.guestmem import MARGIN_MIB, guest_minimum
+    from builder.profile import load_profile
+
+    profile = load_profile(str(profile_path))
+    tree = cached_tree(profile, cache_root())
+    facts = gather(profile, tree) if tree is not None else None
+    guesses: dict[tuple[str, int, int], tuple[int, int]] = {}
+    for kind, vcpus, pad in configs:
+        guest = next(g for g in profile.guests if g.name == guest_name(kind, pad))
+        found = guest_minimum(guest, facts, vcpus=vcpus) if facts is not None else "no dom0 yet"
+        guesses[kind, vcpus, pad] = (0, 0) if isinstance(found, str) else (found.builder, found.minimum - MARGIN_MIB)
+    return guesses
 
 
 def boot(iso: Path, log_path: Path, timeout: float) -> list[str]:
