@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from builder import qemu  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "guest-memory"
-DEFAULT_CONFIGS = ["pv:1", "pv:2", "pvh:1", "pv:1:48", "pv:4", "pv:8", "pvh:4", "pv:1:16", "pvh:1:48"]
+DEFAULT_CONFIGS = ["pv:1", "pv:4", "pv:1:48", "pvh:1", "pvh:4", "pvh:1:48", "pv:8", "pv:2", "pv:1:16"]
 STALL_SECONDS = 1200  # a probe prints within WAIT (300 s); this much silence means the machine hung
 RESULT = re.compile(r"XENLIVE-MEMBENCH result (\S+) vcpus=(\d+) build=(\S+) boot=(\S+) repeat=(\S+)")
 
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--suite", default="bookworm")
     parser.add_argument("--config", action="append", help="TYPE:VCPUS[:PAD_MIB] (repeatable)")
     parser.add_argument("--lo", type=int, default=48, help="MiB taken as too little (default 48)")
-    parser.add_argument("--hi", type=int, default=176, help="MiB expected to be enough (default 176)")
+    parser.add_argument("--hi", type=int, default=256, help="MiB expected to be enough (default 256)")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds for the whole boot")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--keep", type=Path, help="keep the image and console log in this directory")
