@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -148,7 +149,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds for the whole boot")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--keep", type=Path, help="keep the image and console log in this directory")
-    parser.add_argument("--analyze", type=Path, help="only read the console log a --keep run left in this directory")
+    parser.add_argument("--analyze", type=Path, nargs="+", metavar="DIR",
+                        help="only read the console logs --keep runs left in these directories")  # fmt: skip
     args = parser.parse_args()
     configs = []
     for text in args.config or DEFAULT_CONFIGS:
@@ -156,9 +158,14 @@ def main() -> None:
         if not m:
             parser.error(f"--config {text!r}: expected TYPE:VCPUS[:PAD_MIB], e.g. pv:2 or pv:1:16")
         configs.append((m.group(1), int(m.group(2)), int(m.group(3) or 0)))
+    results: list[dict[str, object]] = []
+    points: list[Point] = []
     if args.analyze:
-        work = args.analyze
-        lines = [m.group(0) for m in re.finditer(r"XENLIVE-MEMBENCH [^\r\n]*", (work / "console.log").read_text())]
+        lines = []
+        for work in args.analyze:  # several runs: their thresholds are fitted together
+            found = re.findall(r"XENLIVE-MEMBENCH [^\r\n]*", (work / "console.log").read_text(errors="replace"))
+            analyze(work, found, results, points)
+            lines += found
         seconds = 0.0
     else:
         work = args.keep or Path(tempfile.mkdtemp(prefix="xenlive-membench-"))
@@ -170,7 +177,8 @@ def main() -> None:
         started = time.monotonic()
         lines = boot(work / "membench.iso", work / "console.log", args.timeout)
         seconds = time.monotonic() - started
-    report = {"suite": args.suite, "seconds": round(seconds), "results": analyze(work, lines),
+        analyze(work, lines, results, points)
+    report = {"suite": args.suite, "seconds": round(seconds), "results": results, "fit": fit(points),
               "probes": [line for line in lines if line.startswith("XENLIVE-MEMBENCH probe ")]}  # fmt: skip
     text = json.dumps(report, indent=2)
     print(text)
@@ -180,8 +188,12 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def analyze(work: Path, lines: list[str]) -> list[dict[str, object]]:
-    """Each measured threshold beside the files' facts and what builder/guestmem.py predicts."""
+Point = tuple[Any, int, Any, dict[str, Any]]  # guest, vCPUs, the facts of its files, its result
+
+
+def analyze(work: Path, lines: list[str], results: list[dict[str, object]], points: list[Point]) -> None:
+    """Each measured threshold (added to results) beside the files' facts and what
+    builder/guestmem.py predicts; with what fit needs (added to points)."""
     from builder.checks.facts import gather
     from builder.context import BuildContext, cache_root
     from builder.guestmem import guest_minimum
@@ -192,7 +204,6 @@ def analyze(work: Path, lines: list[str]) -> list[dict[str, object]]:
     probe = BuildContext(profile=profile, output=work / "membench.iso", workdir=work, cache_dir=cache_root())
     tree = cache_root() / "rootfs" / rootfs_key(probe) / "tree"
     facts = gather(profile, tree)
-    results: list[dict[str, object]] = []
     for line in lines:
         m = RESULT.fullmatch(line)
         if not m:
@@ -215,7 +226,44 @@ def analyze(work: Path, lines: list[str]) -> list[dict[str, object]]:
                                                     "inodes": initrd.inodes},
         }  # fmt: skip
         results.append(entry)
-    return results
+        points.append((guest, vcpus, facts, entry))
+
+
+def fit(points: list[Point]) -> dict[str, dict[str, object]]:
+    """Constants for data/guest-memory.yaml that put the kernel's limit where it was measured: per
+    type, the per-vCPU cost and initrd factor on a grid, and the base that makes the limit fall
+    within a MiB below each boot threshold (so the minimum, MARGIN_MIB above it, lies just over it),
+    keeping the combination whose worst miss is smallest."""
+    import dataclasses
+
+    from builder.guestmem import MARGIN_MIB, calibration, guest_memory, per_page_fraction
+
+    suggestions: dict[str, dict[str, object]] = {}
+    for kind in sorted({str(guest.type) for guest, _, _, _ in points}):
+        rows = [(g, v, f, e) for g, v, f, e in points if str(g.type) == kind and e["boot_mib"]]
+        if not rows:
+            continue
+        base_cal = calibration()[kind]
+        best: tuple[float, Any] | None = None
+        for vcpu_kib in range(0, 2049, 64):
+            for factor in [x / 20 for x in range(0, 41)]:
+                zero = dataclasses.replace(base_cal, base_kib=0, vcpu_kib=vcpu_kib, initrd_factor=factor)
+                needs = []  # the base each measurement asks for: its threshold less what the files give
+                for guest, vcpus, facts, entry in rows:
+                    kernel, initrd = facts.guest_kernels[guest.name], facts.guest_initrds.get(guest.name)
+                    found = guest_memory(kind, kernel, initrd, vcpus, zero)
+                    assert found is not None
+                    fixed_kib = sum(kib for name, kib in found.parts if name != "page management")
+                    target = (int(entry["boot_mib"]) - 0.5) * 1024 * (1 - per_page_fraction(kind))
+                    needs.append(target - fixed_kib)
+                base = (max(needs) + min(needs)) / 2
+                spread = (max(needs) - min(needs)) / 2
+                if best is None or spread < best[0]:
+                    best = (spread, dataclasses.replace(zero, base_kib=int(base)))
+        assert best is not None
+        spread, cal = best
+        suggestions[kind] = {**dataclasses.asdict(cal), "worst_miss_kib": round(spread), "margin_mib": MARGIN_MIB}
+    return suggestions
 
 
 if __name__ == "__main__":

@@ -164,9 +164,11 @@ def per_page_fraction(kind: str) -> float:
     return (STRUCT_PAGE + extra) / PAGE
 
 
-def guest_memory(kind: str, kernel: KernelFacts, initrd: InitrdFacts | None, vcpus: int) -> GuestMemory | None:
-    """The guest's minimum memory, or None when the kernel's layout or type is not one this knows."""
-    cal = calibration().get(kind)
+def guest_memory(kind: str, kernel: KernelFacts, initrd: InitrdFacts | None, vcpus: int,
+                 cal: Calibration | None = None) -> GuestMemory | None:  # fmt: skip
+    """The guest's minimum memory, or None when the kernel's layout or type is not one this knows.
+    (cal: other constants than data/guest-memory.yaml's, for bench/guest_memory.py --fit.)"""
+    cal = cal or calibration().get(kind)
     if cal is None or kernel.layout is None:
         return None
     builder = builder_minimum(kind, kernel, initrd, cal)
