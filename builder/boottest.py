@@ -82,6 +82,27 @@ def summary_table(runs: list[Run]) -> str:
     )
 
 
+def guest_failures(result: BootResult) -> list[str]:
+    """For each guest that failed: its reason, xl's error lines, the last lines of its own console
+    and where its whole console log was kept; what a user reads to know what to change."""
+    lines: list[str] = []
+    for name, info in result.failed_guests().items():
+        lines.append(f"guest {name} failed: {info.get('reason', 'no reason given')}")
+        for line in _strings(info.get("xl")):
+            lines.append(f"  xl: {line}")
+        console = _strings(info.get("console"))
+        if console:
+            lines.append("  its console ended with:")
+            lines += [f"  | {line}" for line in console]
+        if name in result.guest_logs:
+            lines.append(f"  (its whole console log: {result.guest_logs[name]})")
+    return lines
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def write_junit(runs: list[Run], path: Path, iso: Path) -> None:
     """A JUnit XML file: one test case per boot, failures carrying the stage, reason and console tail."""
     failures = sum(not run.result.passed for run in runs)
@@ -93,7 +114,7 @@ def write_junit(runs: list[Run], path: Path, iso: Path) -> None:
         stages = "\n".join(f"{name}: {seconds:.1f} s" for name, seconds in r.stages.items())
         if not r.passed:
             failure = ET.SubElement(case, "failure", message=f"{r.stage}: {r.reason}")
-            failure.text = f"expected next: {r.expected_next}\n" + "\n".join(r.tail)
+            failure.text = "\n".join([f"expected next: {r.expected_next}", *guest_failures(r), *r.tail])
         out = [f"accel: {r.accel}", stages, f"report: {run.report_dir}"]
         out += [f"expect {pattern!r}: " + ("not seen" if at is None else f"seen at {at} s")
                 for pattern, at in r.expected.items()]  # fmt: skip

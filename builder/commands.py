@@ -172,6 +172,8 @@ def test_command(target: str, opts: BootOptions, *, firmwares: tuple[str, ...], 
         click.echo(f"last console lines (full log: {run.report_dir / 'console.log'}):", err=True)
         for line in r.tail:
             click.echo(f"  | {line}", err=True)
+        for line in boottest.guest_failures(r):
+            click.echo(line, err=True)
     if failed:
         names = ", ".join(f"{run.firmware}/{run.media}" for run in failed)
         raise BootTestFailed(f"{iso} did not pass the boot test ({names})")

@@ -74,8 +74,12 @@ class Console:
     passed to every listener), text out (typed slowly)."""
 
     def __init__(self, fd: int, stdin: IO[bytes] | None, log_file: IO[bytes] | None,
-                 stop: threading.Event | None = None) -> None:  # fmt: skip
+                 stop: threading.Event | None = None,
+                 aside: tuple[str, Callable[[str], None]] | None = None) -> None:  # fmt: skip
         self.fd = fd
+        # (MARKER, take): a line with MARKER is not the console's own (a guest's log that dom0 relays):
+        # what follows the marker goes to take(), and the line is neither kept, passed on nor returned.
+        self.aside = aside
         self.stop = stop  # set when another boot of a matrix was interrupted: read no more
         self.stdin = stdin
         self.log_file = log_file
@@ -102,8 +106,12 @@ class Console:
             self.log_file.flush()
         self.buffer += chunk
         *raw_lines, self.buffer = self.buffer.split(b"\n")
-        lines = [clean(raw) for raw in raw_lines]
-        for line in lines:
+        lines = []
+        for line in (clean(raw) for raw in raw_lines):
+            if self.aside is not None and self.aside[0] in line:
+                self.aside[1](line.split(self.aside[0], 1)[1])
+                continue
+            lines.append(line)
             self.tail.append(line)
             for listener in self.listeners:
                 listener(line)

@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from builder.errors import CommandError, XenliveError
+from builder.initrd import InitrdFacts
 from builder.run import read_output
 
 # Xen ELF note types (xen/include/public/elfnote.h).
 NOTE_ENTRY = 1
 NOTE_HYPERCALL_PAGE = 2
+NOTE_VIRT_BASE = 3
+NOTE_PADDR_OFFSET = 4
 NOTE_XEN_VERSION = 5
 NOTE_GUEST_OS = 6
 NOTE_FEATURES = 10
@@ -42,8 +45,11 @@ NOTE_SUPPORTED_FEATURES = 17
 NOTE_PHYS32_ENTRY = 18
 XENFEAT_DOM0 = 11  # bit in SUPPORTED_FEATURES: the kernel can run as the control domain
 
+PT_LOAD = 1
 PT_NOTE = 4
 SHT_NOTE = 7
+PERCPU_SECTION = ".data..percpu"  # the per-CPU template the kernel copies for every CPU at boot
+IKCONFIG_START, IKCONFIG_END = b"IKCFG_ST", b"IKCFG_ED"  # CONFIG_IKCONFIG=y: the config, gzipped, in the kernel
 MAX_KERNEL_BYTES = 512 << 20  # refuse to inflate anything larger: a kernel is far smaller
 MAX_MODULE_BYTES = 256 << 20  # the largest module (amdgpu) is some tens of MiB uncompressed
 
@@ -145,6 +151,8 @@ class XenNotes:
     supported_features: int | None = None
     entry: bool = False
     phys32_entry: bool = False
+    virt_base: int | None = None  # where a PV kernel's image starts in its virtual address space
+    paddr_offset: int | None = None  # what the PV domain builder subtracts from the ELF's physical addresses
 
     @property
     def pv(self) -> bool:
@@ -163,20 +171,42 @@ class XenNotes:
 
 
 @dataclass(frozen=True)
+class KernelLayout:
+    """Where the kernel's ELF segments (PT_LOAD) go in a guest's memory: what the domain builder
+    loads before the kernel runs a single instruction, and what stays resident after."""
+
+    start: int  # the lowest physical address of a segment
+    end: int  # the highest physical address a segment reaches (p_paddr + p_memsz)
+    percpu: int = 0  # bytes of the per-CPU template, copied for every (v)CPU the kernel brings up
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
 class KernelFacts:
-    """What a kernel image is: its width, its Xen notes, and (when found next to it) its config."""
+    """What a kernel image is: its width, its Xen notes, its load layout, and its config when found
+    next to it (config-VERSION) or inside it (CONFIG_IKCONFIG=y)."""
 
     path: Path
     bits: int
     notes: XenNotes
     config: Mapping[str, str] | None = None
     compression: str | None = None  # "none" (an ELF), "xz", "zstd", ...; None when not read
+    layout: KernelLayout | None = None
 
     def option(self, name: str) -> str | None:
         """A CONFIG_ value ("y", "m", ...), "n" when the config says it is not set, None if unknown."""
         if self.config is None:
             return None
         return self.config.get(name, "n")
+
+    @property
+    def nr_cpus(self) -> int | None:
+        """CONFIG_NR_CPUS: the most CPUs the kernel brings up; more vCPUs than this stay idle."""
+        value = self.option("CONFIG_NR_CPUS")
+        return int(value) if value is not None and value.isdecimal() else None
 
 
 @dataclass(frozen=True)
@@ -206,12 +236,31 @@ class XenFacts:
 
 def read_kconfig(path: Path) -> dict[str, str]:
     """A Kconfig .config file as {CONFIG_NAME: value}; unset options are left out."""
+    return parse_kconfig(path.read_text(errors="replace"))
+
+
+def parse_kconfig(text: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         m = re.fullmatch(r"(CONFIG_\w+)=(.*)", line)
         if m:
             values[m.group(1)] = m.group(2).strip('"')
     return values
+
+
+def embedded_config(elf: bytes) -> dict[str, str] | None:
+    """The config a CONFIG_IKCONFIG=y kernel carries (gzipped between IKCFG_ST and IKCFG_ED), or None."""
+    start = elf.find(IKCONFIG_START)
+    if start < 0:
+        return None
+    end = elf.find(IKCONFIG_END, start)
+    if end < 0:
+        return None
+    try:
+        text = zlib.decompressobj(wbits=31).decompress(elf[start + len(IKCONFIG_START) : end], 16 << 20)
+    except zlib.error:
+        return None
+    return parse_kconfig(text.decode("utf-8", "replace"))
 
 
 def xen_facts(tree: Path) -> XenFacts | None:
@@ -330,6 +379,10 @@ def xen_notes(elf: bytes) -> XenNotes:
     def text(t: int) -> str | None:
         return values[t].rstrip(b"\0").decode("ascii", "replace") if t in values else None
 
+    def number(t: int) -> int | None:
+        data = values.get(t, b"")
+        return int.from_bytes(data[:8], "little") if len(data) in (4, 8) else None
+
     supported = None
     if NOTE_SUPPORTED_FEATURES in values and len(values[NOTE_SUPPORTED_FEATURES]) >= 4:
         supported = struct.unpack_from("<I", values[NOTE_SUPPORTED_FEATURES])[0]
@@ -340,6 +393,8 @@ def xen_notes(elf: bytes) -> XenNotes:
         supported_features=supported,
         entry=NOTE_ENTRY in values,
         phys32_entry=NOTE_PHYS32_ENTRY in values,
+        virt_base=number(NOTE_VIRT_BASE),
+        paddr_offset=number(NOTE_PADDR_OFFSET),
     )
 
 
@@ -352,14 +407,66 @@ def kernel_facts(path: Path, config: Path | None = None) -> KernelFacts:
     try:
         elf = vmlinux_of(image)
         notes = xen_notes(elf)
+        layout = load_layout(elf)
     except IntrospectError as e:
         raise IntrospectError(f"{path}: {e.message}", hint=e.hint) from None
     bits = 64 if elf[4] == 2 else 32
     if config is None and path.name.startswith("vmlinuz-"):
         candidate = path.with_name("config-" + path.name.removeprefix("vmlinuz-"))
         config = candidate if candidate.is_file() else None
-    return KernelFacts(path=path, bits=bits, notes=notes, config=read_kconfig(config) if config else None,
+    values = read_kconfig(config) if config else embedded_config(elf)
+    return KernelFacts(path=path, bits=bits, notes=notes, config=values, layout=layout,
                        compression=kernel_compression(image))  # fmt: skip
+
+
+def load_layout(elf: bytes) -> KernelLayout | None:
+    """The physical span of the ELF's PT_LOAD segments and the size of its per-CPU template
+    (the .data..percpu section, or on x86-64 the PT_LOAD segment linked at address 0)."""
+    is64 = elf[4] == 2
+    endian = "<" if elf[5] == 1 else ">"
+    try:
+        if is64:
+            phoff, shoff = struct.unpack_from(endian + "QQ", elf, 0x20)
+            phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHHHH", elf, 0x36)
+        else:
+            phoff, shoff = struct.unpack_from(endian + "II", elf, 0x1C)
+            phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHHHH", elf, 0x2A)
+        loads: list[tuple[int, int, int]] = []  # vaddr, paddr, memsz
+        for i in range(phnum):
+            at = phoff + i * phentsize
+            if struct.unpack_from(endian + "I", elf, at)[0] != PT_LOAD:
+                continue
+            if is64:
+                vaddr, paddr = struct.unpack_from(endian + "QQ", elf, at + 16)
+                memsz = struct.unpack_from(endian + "Q", elf, at + 40)[0]
+            else:
+                vaddr, paddr = struct.unpack_from(endian + "II", elf, at + 8)
+                memsz = struct.unpack_from(endian + "I", elf, at + 20)[0]
+            if memsz:
+                loads.append((vaddr, paddr, memsz))
+        percpu = _section_size(elf, endian, is64, shoff, shentsize, shnum, shstrndx, PERCPU_SECTION)
+    except struct.error:
+        raise IntrospectError("truncated ELF headers") from None
+    if not loads:
+        return None
+    if percpu is None:
+        percpu = next((memsz for vaddr, _, memsz in loads if vaddr == 0 and is64), 0)
+    return KernelLayout(start=min(p for _, p, _ in loads), end=max(p + m for _, p, m in loads), percpu=percpu)
+
+
+def _section_size(elf: bytes, endian: str, is64: bool, shoff: int, shentsize: int, shnum: int, shstrndx: int,
+                  wanted: str) -> int | None:  # fmt: skip
+    if not shoff or not shnum or shstrndx >= shnum:
+        return None
+    fmt, size_at, off_at = (endian + "Q", 32, 24) if is64 else (endian + "I", 20, 16)
+    names = struct.unpack_from(fmt, elf, shoff + shstrndx * shentsize + off_at)[0]
+    for i in range(shnum):
+        at = shoff + i * shentsize
+        name_off = struct.unpack_from(endian + "I", elf, at)[0]
+        end = elf.find(b"\0", names + name_off, names + name_off + 64)
+        if end > 0 and elf[names + name_off : end] == wanted.encode():
+            return int(struct.unpack_from(fmt, elf, at + size_at)[0])
+    return None
 
 
 # ---- drivers and firmware -------------------------------------------------------------------
@@ -514,7 +621,7 @@ def _modinfo_of_elf(data: bytes) -> dict[str, list[str]]:
 
 
 @dataclass(frozen=True)
-class InitrdFacts:
+class InitrdLayout:
     """How an initrd is laid out: uncompressed cpio archives first, then (usually) one compressed one.
 
     initramfs-tools puts early microcode, and on trixie the already-compressed modules, in plain
@@ -537,7 +644,7 @@ class InitrdFacts:
         return sum(size for kind, size in self.segments if kind == "cpio")
 
 
-def initrd_facts(path: Path) -> InitrdFacts:
+def initrd_layout(path: Path) -> InitrdLayout:
     """Walk an initrd's concatenated archives by their headers, without unpacking any file."""
     segments: list[tuple[str, int]] = []
     try:
@@ -560,7 +667,7 @@ def initrd_facts(path: Path) -> InitrdFacts:
                     break
     except OSError as e:
         raise IntrospectError(f"{path}: cannot read: {e.strerror}") from None
-    return InitrdFacts(path=path, segments=tuple(segments))
+    return InitrdLayout(path=path, segments=tuple(segments))
 
 
 def _cpio_end(f: Any, pos: int, total: int, path: Path) -> int:
@@ -704,7 +811,7 @@ def dom0_platform(tree: Path) -> dict[str, Any]:
 
 
 def _initrd_summary(path: Path) -> dict[str, Any]:
-    facts = initrd_facts(path)
+    facts = initrd_layout(path)
     return {"compression": facts.compression, "uncompressed_bytes": facts.uncompressed_bytes,
             "segments": [list(s) for s in facts.segments]}  # fmt: skip
 
@@ -723,8 +830,9 @@ class BuiltFacts:
     dom0_kernel: KernelFacts | None = None
     guest_kernels: dict[str, KernelFacts] = field(default_factory=dict)
     modules: ModuleDb | None = None
+    guest_initrds: dict[str, InitrdFacts] = field(default_factory=dict)
     ramdisk_bytes: dict[str, int] = field(default_factory=dict)
-    problems: dict[str, str] = field(default_factory=dict)  # what could not be read, by guest or "dom0"
+    problems: dict[str, str] = field(default_factory=dict)  # what could not be read: "dom0", NAME, NAME:initrd
 
     @property
     def built(self) -> bool:

@@ -66,6 +66,8 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
             customize(ctx)
         with step("guests", ctx.timings):
             build_guests(ctx)
+        with step("hardware checks (guest files)", ctx.timings):
+            gate(ctx, ignore_checks, built=True, guests=True)
         with step("squashfs layers", ctx.timings):
             squash(ctx)
         with step("boot loaders", ctx.timings):

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from builder.bootfirmware import XEN_STARTS, firmware_name
 from builder.console import CommandResult, Console, Expectations, Session, run_session
@@ -35,6 +36,9 @@ QEMU = "qemu-system-x86_64"
 FIRMWARE_DESCRIPTORS = Path("/usr/share/qemu/firmware")
 TCG_CPU = "qemu64,+svm"  # with -cpu max Xen boots but dom0 Linux faults early (docs/architecture.md, "Boot tests")
 READY_MARKER = "XENLIVE-READY "
+XENLIVE_LINE = "XENLIVE-"  # the start of every line xenlive's dom0 services print
+GUEST_LOG_MARKER = "XENLIVE-GUEST-LOG "  # dom0's ready service prints each guest's console log with it
+GUEST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a Xen domain name as xenlive allows it
 
 
 class MediaKind(enum.StrEnum):
@@ -223,6 +227,7 @@ class BootResult:
     expected: dict[str, float | None] = field(default_factory=dict)  # --expect pattern: when seen (None: not)
     commands: list[CommandResult] = field(default_factory=list)  # --exec results, in order
     expect_xen: bool = True  # False where the firmware cannot start Xen: Linux without Xen passes
+    guest_logs: dict[str, str] = field(default_factory=dict)  # each guest's console log, saved in the report
 
     @property
     def expected_next(self) -> str:
@@ -243,7 +248,15 @@ class BootResult:
             "screenshots": self.screenshots,
             "expected": self.expected,
             "commands": [c.as_dict() for c in self.commands],
+            "guest_logs": self.guest_logs,
         }
+
+    def failed_guests(self) -> dict[str, dict[str, object]]:
+        """The guests XENLIVE-READY gives as failed, with what it says about each."""
+        guests = (self.ready or {}).get("guests")
+        if not isinstance(guests, dict):
+            return {}
+        return {name: info for name, info in guests.items() if isinstance(info, dict) and info.get("state") == "failed"}
 
 
 def judge_ready(ready: dict[str, object], expect_xen: bool = True) -> str | None:
@@ -264,8 +277,10 @@ def judge_ready(ready: dict[str, object], expect_xen: bool = True) -> str | None
         return "dom0 is not running under Xen"
     bad = [
         f"{name}: {info.get('state')} ({info.get('reason', 'no reason given')})"
+        if isinstance(info, dict)
+        else f"{name}: {info!r}"
         for name, info in guests.items()
-        if not isinstance(info, dict) or info.get("state") != "running"
+        if not isinstance(info, dict) or info.get("state") not in ("running", "not-autostarted")
     ]
     # A guest that declared a ready pattern must also have shown it on its console.
     late = [
@@ -386,9 +401,10 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
             hide_eltorito(iso, qmp, proc)
         shots = Screenshots(qmp, report_dir) if report_dir is not None else None
         log_file = (report_dir / "console.log").open("wb") if report_dir is not None else None
+        logs = GuestLogs(report_dir / "guests" if report_dir is not None else None)
         try:
             assert proc.stdout is not None
-            console = Console(proc.stdout.fileno(), proc.stdin, log_file, opts.stop)
+            console = Console(proc.stdout.fileno(), proc.stdin, log_file, opts.stop, aside=(GUEST_LOG_MARKER, logs.add))
             start = time.monotonic()
             expectations = Expectations(session.expect, start)
             console.listeners.append(expectations)
@@ -406,10 +422,44 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
         finally:
             if log_file:
                 log_file.close()
+            logs.close()
+        result.guest_logs = logs.paths()
         if shots is not None:
             shots.take("end")
             result.screenshots = shots.taken
         return result
+
+
+class GuestLogs:
+    """The guests' console logs dom0 prints as XENLIVE-GUEST-LOG lines, one file per guest.
+
+    The names come from the machine being tested: only a plain domain name makes a file, so a
+    hostile image cannot write outside the report directory.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory  # None: the lines are set aside and not kept
+        self.files: dict[str, BinaryIO] = {}
+
+    def add(self, text: str) -> None:
+        name, _, line = text.partition(" ")
+        if (
+            self.directory is None
+            or not GUEST_NAME.fullmatch(name)
+            or (name not in self.files and len(self.files) >= 256)
+        ):
+            return
+        if name not in self.files:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.files[name] = (self.directory / f"{name}.log").open("wb")
+        self.files[name].write(line.encode() + b"\n")
+
+    def paths(self) -> dict[str, str]:
+        return {name: str(self.directory / f"{name}.log") for name in self.files if self.directory is not None}
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
 
 
 class Screenshots:
@@ -512,7 +562,9 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
                 if text:
                     failure.append(text)
                 continue
-            if any(pattern.search(line) for pattern in FAILURES):
+            # xenlive's own report lines (XENLIVE-...) quote guests' consoles: a guest's panic
+            # there is the guest's failure, which XENLIVE-READY judges, not dom0's.
+            if XENLIVE_LINE not in line and any(pattern.search(line) for pattern in FAILURES):
                 failure = [line.replace("(XEN)", "").strip()]
                 failure_deadline = time.monotonic() + FAILURE_CONTEXT_SECONDS
                 continue

@@ -14,10 +14,11 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
 from builder.errors import CommandError, MissingToolError
 
@@ -194,3 +195,32 @@ def _stream(args: list[str], cwd: StrPath | None, env: Mapping[str, str] | None,
                         output(line)
         proc.wait()
     return subprocess.CompletedProcess(args, proc.returncode, "", "\n".join(s for s in stderr if s.strip()))
+
+
+def stream(cmd: Sequence[StrPath], *, stdin: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Run a filter on stdin (an open file, read from its position) and yield its output in chunks.
+
+    For output too big to hold at once, or not worth holding: the caller may stop early, and the
+    program is then killed. A non-zero exit after the output ends raises CommandError.
+    """
+    args = [os.fspath(c) for c in cmd]
+    log.debug("+ %s < %s", shlex.join(args), getattr(stdin, "name", "(stream)"))
+    try:
+        proc = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError as e:
+        raise CommandError(args, 127, f"{args[0]}: not found") from e
+    assert proc.stdout is not None and proc.stderr is not None
+    finished = False
+    try:
+        while data := proc.stdout.read(chunk):
+            yield data
+        finished = True
+    finally:
+        if not finished:
+            proc.kill()
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode("utf-8", "replace")
+        proc.stderr.close()
+        proc.wait()
+    if proc.returncode != 0:
+        raise CommandError(args, proc.returncode, "\n".join(stderr.splitlines()[-20:]))

@@ -53,9 +53,10 @@ class FakeDom0:
         """/etc/xenlive/xenlive.conf with these variables (the shipped template's are not needed)."""
         self.write("etc/xenlive/xenlive.conf", "".join(f'{k}="{v}"\n' for k, v in values.items()))
 
-    def guests(self, profile: Profile, ramdisk_bytes: dict[str, int] | None = None) -> None:
+    def guests(self, profile: Profile, ramdisk_bytes: dict[str, int] | None = None,
+               minimums: dict[str, int] | None = None) -> None:  # fmt: skip
         """/etc/xenlive/guests.tsv as the guests stage writes it, and the autostart links."""
-        self.write("etc/xenlive/guests.tsv", guest_table(profile, ramdisk_bytes or {}))
+        self.write("etc/xenlive/guests.tsv", guest_table(profile, ramdisk_bytes or {}, minimums))
         for guest in profile.guests:
             if guest.autostart:
                 self.write(f"etc/xen/auto/{guest.name}.cfg", f'name = "{guest.name}"\n')

@@ -25,7 +25,7 @@ from builder.introspect import (
     dom0_platform,
     dom0_versions,
     inflate,
-    initrd_facts,
+    initrd_layout,
     kernel_compression,
     kernel_facts,
     modinfo,
@@ -193,7 +193,7 @@ def test_initrd_with_plain_archives_before_the_compressed_one(tmp_path: Path) ->
     main = gzip.compress(archive("init", "scripts/live"))
     path = tmp_path / "initrd.img"
     path.write_bytes(early + modules + main)
-    facts = initrd_facts(path)
+    facts = initrd_layout(path)
     assert facts.segments == (("cpio", len(early)), ("cpio", len(modules)), ("gzip", len(main)))
     assert facts.compression == "gzip" and facts.uncompressed_bytes == len(early) + len(modules)
 
@@ -208,23 +208,23 @@ def test_initrd_compressed_whole(tmp_path: Path, kind: str) -> None:
     }
     path = tmp_path / "initrd.img"
     path.write_bytes(packed[kind]())
-    facts = initrd_facts(path)
+    facts = initrd_layout(path)
     assert facts.compression == kind and facts.uncompressed_bytes == 0
 
 
 def test_initrd_all_plain_and_broken_ones(tmp_path: Path) -> None:
     path = tmp_path / "initrd.img"
     path.write_bytes(archive("init"))
-    assert initrd_facts(path).compression == "none"
+    assert initrd_layout(path).compression == "none"
     path.write_bytes(archive("init") + b"\0" * 100 + b"PK\x03\x04zip")
     with pytest.raises(IntrospectError, match=r"initrd\.img: neither cpio nor a known compression at byte"):
-        initrd_facts(path)
+        initrd_layout(path)
     path.write_bytes(archive("init")[:150])
     with pytest.raises(IntrospectError, match="initrd.img: cpio entry runs past the end|broken cpio header"):
-        initrd_facts(path)
+        initrd_layout(path)
     path.write_bytes(b"070701" + b"zz" * 60)
     with pytest.raises(IntrospectError, match="broken cpio header at byte 0"):
-        initrd_facts(path)
+        initrd_layout(path)
 
 
 # ---- Xen and dpkg ---------------------------------------------------------------------------------

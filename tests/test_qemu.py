@@ -280,3 +280,52 @@ def test_sigterm_to_xenlive_ends_qemu_and_cleans_up(tmp_path, extra):
         status = Path(f"/proc/{pid}/status")
         assert not status.exists() or "zombie" in status.read_text(), f"QEMU {pid} still running"
     assert not list(tmp_path.glob("xenlive-qemu-*")), "temporary directory left behind"
+
+
+def test_guest_console_logs_go_to_the_report_and_never_count_as_dom0s(tmp_path):
+    """dom0 prints each guest's console as XENLIVE-GUEST-LOG lines: a guest's "Kernel panic" is its
+    own failure, not dom0's, and each guest's lines land in REPORT/guests/NAME.log."""
+    ready = json.dumps({"profile": "p", "xen": "4.17.5", "guests": {
+        "dies": {"state": "failed", "reason": "the domain crashed while starting: Out of memory",
+                 "xl": ["Domain 5 has shut down, reason code 3 0x3"], "console": ["Kernel panic - not syncing: x"]},
+        "fits": {"state": "running"}, "spare": {"state": "not-autostarted"}}})  # fmt: skip
+    lines = [
+        "(XEN) Xen version 4.17.5",
+        "[    0.0] Linux version 6.1.0",
+        "XENLIVE-GUEST-LOG dies [    0.0] Linux version 6.1.0",
+        "XENLIVE-GUEST-LOG dies Kernel panic - not syncing: x",
+        "XENLIVE-GUEST-LOG fits XENLIVE-GUEST-READY fits",
+        "XENLIVE-GUEST-LOG ../../etc/passwd owned",  # not a domain name: no file anywhere
+        "XENLIVE-GUEST-LOG fits ",  # an empty line of the guest's stays one
+        f"XENLIVE-READY {ready}",
+    ]
+    proc = _fake_boot(
+        "import time\n" + "".join(f"print({line!r}, flush=True)\n" for line in lines) + "time.sleep(30)\n"
+    )
+    logs = qemu.GuestLogs(tmp_path / "guests")
+    try:
+        assert proc.stdout is not None
+        console = Console(proc.stdout.fileno(), None, None, aside=(qemu.GUEST_LOG_MARKER, logs.add))
+        result = qemu._watch(proc, console, time.monotonic(), 20, "tcg")
+    finally:
+        qemu._terminate(proc)
+        logs.close()
+    result.guest_logs = logs.paths()
+    assert result.stage == "ready" and not result.passed  # judged by XENLIVE-READY, not by the guest's panic
+    assert result.reason == "guests not running: dies: failed (the domain crashed while starting: Out of memory)"
+    assert (
+        tmp_path / "guests/dies.log"
+    ).read_text() == "[    0.0] Linux version 6.1.0\nKernel panic - not syncing: x\n"
+    assert (tmp_path / "guests/fits.log").read_text() == "XENLIVE-GUEST-READY fits\n\n"
+    assert sorted(p.name for p in (tmp_path / "guests").iterdir()) == ["dies.log", "fits.log"]
+    assert not any("GUEST-LOG" in line for line in result.tail)
+
+    from builder.boottest import guest_failures
+
+    assert guest_failures(result) == [
+        "guest dies failed: the domain crashed while starting: Out of memory",
+        "  xl: Domain 5 has shut down, reason code 3 0x3",
+        "  its console ended with:",
+        "  | Kernel panic - not syncing: x",
+        f"  (its whole console log: {tmp_path / 'guests/dies.log'})",
+    ]

@@ -34,7 +34,7 @@ def run_check_command(profile_spec: str | None, names: tuple[str, ...], *, host:
     if not targets:
         targets = build_targets(profile)
     found = cached_tree(profile, cache_root())
-    facts = gather(profile, found)
+    facts = gather(profile, found, cache_dir=cache_root())
     report = run_checks(profile, targets, facts, skip=skipped(profile, ()))
     if as_json:
         click.echo(json.dumps(report_json(report, profile.name), indent=2))

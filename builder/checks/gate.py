@@ -3,6 +3,8 @@
 Why two phases: most mistakes (a guest too big for the machine, an HVM guest for a CPU without
 VT-x, a UEFI-only medium for a BIOS machine) are known from the profile alone and should stop a
 build before minutes of mmdebstrap; the rest need the built kernel, Xen config and modules.
+The checks of guests' own files (GUEST_CHECKS) run once more after the guests stage, on what it put
+on the medium: a Debian guest's kernel and initrd exist only from then on.
 
 Which machines: the profile's `checks.targets`, else the QEMU machines `xenlive test` boots
 (qemu-bios, qemu-uefi), so a build that passes its gate can pass its own boot test.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from builder.checks import Report, Status, run_checks, unknown_ids
+from builder.checks import Report, Scope, Status, all_checks, run_checks, unknown_ids
 from builder.checks.facts import gather
 from builder.checks.profile_rules import require_built
 from builder.context import BuildContext
@@ -22,6 +24,8 @@ from builder.log import VERBOSE
 from builder.profile.model import Profile
 
 log = logging.getLogger(__name__)
+
+GUEST_CHECKS = ("guest-kernels",)  # the checks that read the guests' kernels and initrds
 
 
 def build_targets(profile: Profile) -> list[Target]:
@@ -39,17 +43,22 @@ def skipped(profile: Profile, ignore: tuple[str, ...]) -> list[str]:
     return ids
 
 
-def gate(ctx: BuildContext, ignore: tuple[str, ...] = (), *, built: bool) -> Report:
+def gate(ctx: BuildContext, ignore: tuple[str, ...] = (), *, built: bool, guests: bool = False) -> Report:
     """Run the checks for this phase; log warnings, raise CheckFailed (exit 3) on any error.
 
     Once dom0 is built, the profile rules that need its tree run first (a bad profile exits 2).
+    With guests, only GUEST_CHECKS run, on the guests' files as the guests stage staged them.
     """
     profile = ctx.profile
     targets = build_targets(profile)
     skip = skipped(profile, ignore) if not built else [*profile.checks.skip, *ignore]
-    if built:
-        require_built(profile, ctx.require_rootfs(), ignore)
-    facts = gather(profile, ctx.rootfs if built else None)
+    if guests:
+        facts = gather(profile, ctx.rootfs, staging=ctx.staging, cache_dir=ctx.cache_dir)
+        skip += [c.id for c in all_checks(Scope.TARGET) if c.id not in GUEST_CHECKS]
+    else:
+        if built:
+            require_built(profile, ctx.require_rootfs(), ignore)
+        facts = gather(profile, ctx.rootfs if built else None, cache_dir=ctx.cache_dir)
     report = run_checks(profile, targets, facts, skip=skip, static_only=not built)
     for r in report.results:
         if r.status is Status.FAIL and not r.blocking:
@@ -67,6 +76,6 @@ def gate(ctx: BuildContext, ignore: tuple[str, ...] = (), *, built: bool) -> Rep
             "hardware check failed:\n" + "\n".join(lines),
             hint="fix the profile, or build anyway with " + " ".join(f"--ignore-check {i}" for i in ids),
         )
-    phase = "built-file" if built else "static"
+    phase = "guest-file" if guests else "built-file" if built else "static"
     log.log(VERBOSE, "    %s checks passed on %s", phase, ", ".join(t.name for t in targets))
     return report

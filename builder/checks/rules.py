@@ -10,14 +10,16 @@ import functools
 import re
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
 from builder.bootfirmware import XEN_ON_IA32, Runs, best_way, firmware_name, medium_set, ways
 from builder.checks import Finding, Severity, check, note, unknown
+from builder.guestmem import guest_minimum
 from builder.hardware import QEMU_TARGETS, DeviceKind, Target, machine_options, target_issues
 from builder.introspect import BuiltFacts
-from builder.profile.model import Firmware, Guest, GuestType, Profile, TargetOptions
+from builder.profile.model import Firmware, Guest, GuestKind, GuestType, Profile, TargetOptions
 from builder.stages.boot import target_entry
 
 # Xen keeps a heap and a frame table (32 bytes per 4 KiB page, about 0.8 % of RAM) for itself.
@@ -279,20 +281,60 @@ def dom0_kernel(profile: Profile, target: Target, built: BuiltFacts) -> Iterator
         )
 
 
-@check(id="guest-kernels", severity=Severity.ERROR, title="guest kernels suit their guest type", needs_build=True)
+@check(id="guest-kernels", severity=Severity.ERROR, title="each guest's kernel and initrd can start it",
+       needs_build=True)  # fmt: skip
 def guest_kernels(profile: Profile, target: Target, built: BuiltFacts) -> Iterator[Finding]:
-    """A PV guest's kernel must carry Xen's PV notes (GUEST_OS, ENTRY); a PVH guest's kernel must
-    have a PHYS32_ENTRY note. Otherwise xl cannot start the guest ("not a Xen-ELF image")."""
+    """A guest whose kernel or initrd cannot start it fails at boot with a message that does not say
+    what to change (or none at all), so what the files tell is checked here: a PV kernel must carry
+    Xen's PV notes (GUEST_OS, ENTRY) and a PVH kernel the PHYS32_ENTRY note, or xl refuses it; more
+    vCPUs than the kernel's CONFIG_NR_CPUS stay idle; an /init the kernel cannot execute means the
+    guest's own start-up never runs; and below its minimum memory (builder/guestmem.py: the domain
+    builder's layout and the kernel's early needs, from the kernel's ELF segments and the initrd's
+    unpacked size) xl create fails or the kernel dies before its init."""
     for g in profile.guests:
         k = built.guest_kernels.get(g.name)
         if k is None:
-            yield unknown(built.problems.get(g.name, f"guest {g.name}'s kernel is not built yet"))
-        elif g.type == GuestType.PV and not k.notes.pv:
+            if g.kind != GuestKind.IMAGE or isinstance(g.kernel, Path):  # an image guest may boot its disk
+                yield unknown(built.problems.get(g.name, f"guest {g.name}'s kernel is not built yet"))
+            continue
+        if g.type == GuestType.PV and not k.notes.pv:
             yield Finding(f"guest {g.name}: kernel {k.path.name} has no Xen PV notes (GUEST_OS/ENTRY)",
                           f"give {g.name} a kernel built with CONFIG_XEN_PV, or make it type: hvm")  # fmt: skip
-        elif g.type == GuestType.PVH and not k.notes.pvh:
-            yield Finding(f"guest {g.name}: kernel {k.path.name} has no PVH entry (XEN_ELFNOTE_PHYS32_ENTRY)",
+            continue
+        if g.type == GuestType.PVH and not k.notes.pvh:
+            yield Finding(f"guest {g.name}: kernel {k.path.name} has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY),"
+                          " so xl cannot start it as PVH",
                           f"give {g.name} a kernel built with CONFIG_XEN_PVH, or make it type: pv")  # fmt: skip
+            continue
+        if k.nr_cpus is not None and g.vcpus > k.nr_cpus:
+            yield Finding(
+                f"guest {g.name} has {g.vcpus} vCPUs but its kernel {k.path.name} brings up at most {k.nr_cpus}"
+                " (CONFIG_NR_CPUS)",
+                f"set vcpus: {k.nr_cpus} or fewer for {g.name}, or give it a kernel with a larger CONFIG_NR_CPUS",
+            )
+        initrd = built.guest_initrds.get(g.name)
+        problem = initrd.init_problem() if initrd is not None else None
+        if problem is not None:
+            where = f"its overlay {g.overlay}" if g.overlay is not None else "its initrd"
+            yield Finding(
+                f"guest {g.name}: {problem} in {where}: the kernel cannot run it, so the guest's start-up never runs",
+                f"make /init in {where} an executable file (chmod +x; a script's #! must name a program in the initrd)",
+            )
+        yield from _memory_finding(g, built)
+
+
+def _memory_finding(g: Guest, built: BuiltFacts) -> Iterator[Finding]:
+    if g.type == GuestType.HVM:
+        return  # firmware, device model and video memory: not measured (builder/data/guest-memory.yaml)
+    need = guest_minimum(g, built)
+    if isinstance(need, str):
+        yield unknown(f"guest {g.name}'s minimum memory: {need}")
+    elif g.memory < need.minimum:
+        yield Finding(
+            f"guest {g.name} has {g.memory} MiB but needs at least {need.minimum} MiB to start"
+            f" ({need.binding} decides: {need.explain()})",
+            f"set memory: {need.minimum}M (or more) for {g.name}",
+        )
 
 
 @check(id="pv32-guests", severity=Severity.ERROR, title="no 32-bit PV guests on a Xen without PV32",

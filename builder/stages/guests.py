@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from builder import cache, cpio, medium, mmdebstrap
+from builder.checks.facts import gather
 from builder.checks.rules import guest_need_mib
 from builder.context import BuildContext
 from builder.errors import CommandError, XenliveError
+from builder.guestmem import GuestMemory, guest_minimum
 from builder.log import VERBOSE, step
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
 from builder.run import run
@@ -52,7 +54,17 @@ DOM0_ADDRESS = "@DOM0_ADDRESS@"  # replaced by xenlive-guests at boot with dom0'
 HVM_DOM0_PACKAGES = ("qemu-system-xen",)  # the device model an hvm guest needs in dom0
 CONSOLE_LOG = "/var/log/xen/console/guest-{name}.log"  # where xenconsoled --log=guest writes
 # /etc/xenlive/guests.tsv, one line per guest: what dom0's services read (lib.sh's read_guest).
-GUEST_COLUMNS = ("name", "type", "memory_mib", "vcpus", "autostart", "order", "write_buffer_mib", "need_mib")
+GUEST_COLUMNS = (
+    "name",
+    "type",
+    "memory_mib",
+    "vcpus",
+    "autostart",
+    "order",
+    "write_buffer_mib",
+    "need_mib",
+    "minimum_mib",
+)
 
 # A Debian guest stays small: the kernel, systemd with networkd, and the tools its network proof uses.
 DEBIAN_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "iproute2", "iputils-ping")
@@ -108,19 +120,25 @@ def build_guests(ctx: BuildContext) -> None:
             (auto_dir / f"{guest.name}.cfg").symlink_to(f"../guests/{guest.name}.cfg")
         if guest.ready:
             (conf_dir / f"{guest.name}.ready").write_text(render("guest.ready.j2", guest=guest))
-    ramdisks = {g.name: ctx.staging / "guests" / g.name / "initrd.img" for g in ctx.profile.guests}
-    sizes = {name: path.stat().st_size for name, path in ramdisks.items() if path.is_file()}
-    (ctx.top / "etc/xenlive/guests.tsv").write_text(guest_table(ctx.profile, sizes))
+    facts = gather(ctx.profile, ctx.require_rootfs(), staging=ctx.staging, cache_dir=ctx.cache_dir)
+    minimums = {}
+    for guest in ctx.profile.guests:
+        found = guest_minimum(guest, facts)
+        minimums[guest.name] = found.minimum if isinstance(found, GuestMemory) else 0
+    (ctx.top / "etc/xenlive/guests.tsv").write_text(guest_table(ctx.profile, facts.ramdisk_bytes, minimums))
 
 
-def guest_table(profile: Profile, ramdisk_bytes: Mapping[str, int]) -> str:
+def guest_table(profile: Profile, ramdisk_bytes: Mapping[str, int], minimums: Mapping[str, int] | None = None) -> str:
     """/etc/xenlive/guests.tsv: what dom0's services know of the guests, so none of them parses xl
     configs. One line per guest in start order; need_mib is what the memory-budget check counts for
-    it (guest_need_mib), here with the RAM disk as it is on the medium. read_guest in
+    it (guest_need_mib), here with the RAM disk as it is on the medium; minimum_mib is the memory the
+    guest-kernels check requires (builder/guestmem.py), 0 where it is not known. read_guest in
     /usr/lib/xenlive/lib.sh reads GUEST_COLUMNS in this order."""
+    minimums = minimums or {}
     rows = [
         (g.name, g.type, g.memory, g.vcpus, "yes" if g.autostart else "no", g.order,
-         g.write_buffer if g.has_disk else 0, guest_need_mib(g, ramdisk_bytes.get(g.name, 0)))
+         g.write_buffer if g.has_disk else 0, guest_need_mib(g, ramdisk_bytes.get(g.name, 0)),
+         minimums.get(g.name, 0))
         for g in start_order(profile)
     ]  # fmt: skip
     return render("guests.tsv.j2", columns=GUEST_COLUMNS, rows=rows)

@@ -50,10 +50,41 @@ def elf_with_notes(notes: bytes, *, bits: int = 64) -> bytes:
     return header + phdr + notes
 
 
+def elf_kernel(notes: bytes, loads: list[tuple[int, int, int]], *, ikconfig: str | None = None) -> bytes:
+    """An x86-64 kernel as the domain builder sees it: PT_LOAD segments (vaddr, paddr, memsz, with no
+    file data, like .bss) and a PT_NOTE; optionally its config embedded as CONFIG_IKCONFIG does."""
+    phnum = len(loads) + 1
+    notes_off = 64 + 56 * phnum
+    header = (
+        b"\x7fELF\x02\x01\x01"
+        + b"\0" * 9
+        + struct.pack("<HHIQQQIHHHHHH", 2, 0x3E, 1, 0x1000000, 64, 0, 0, 64, 56, phnum, 64, 0, 0)
+    )
+    phdrs = b"".join(struct.pack("<IIQQQQQQ", 1, 7, notes_off, v, p, 0, m, 4096) for v, p, m in loads)
+    phdrs += struct.pack("<IIQQQQQQ", 4, 4, notes_off, 0, 0, len(notes), len(notes), 4)
+    tail = b""
+    if ikconfig is not None:
+        import gzip
+
+        tail = b"IKCFG_ST" + gzip.compress(ikconfig.encode()) + b"IKCFG_ED"
+    return header + phdrs + notes + tail
+
+
+# The bookworm dom0 kernel's layout (6.1.0-50-amd64): its image from 16 MiB to 74 MiB, and the
+# per-CPU segment linked at 0 (x86-64), as load_layout reads them.
+LINUX_LOADS = [
+    (0xFFFFFFFF81000000, 0x1000000, 0x18E6000),
+    (0xFFFFFFFF82A00000, 0x2A00000, 0x642000),
+    (0, 0x3042000, 0x35000),
+    (0xFFFFFFFF83077000, 0x3077000, 0x1989000),
+]
+
+
 def xen_kernel_notes(*, dom0: bool = True, pvh: bool = True, pv: bool = True) -> bytes:
     out = b""
     if pv:
         out += note("Xen", 6, b"linux\0") + note("Xen", 5, b"xen-3.0\0") + note("Xen", 1, struct.pack("<Q", 0x1000000))
+        out += note("Xen", 3, struct.pack("<Q", 0xFFFFFFFF80000000)) + note("Xen", 4, struct.pack("<Q", 0))
     out += note("Xen", 10, b"!writable_page_tables|pae_pgdir_above_4gb\0")
     out += note("Xen", 17, struct.pack("<I", (1 << 11 if dom0 else 0) | 1))
     if pvh:

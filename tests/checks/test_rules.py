@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
 
+from builder import cpio
 from builder.checks import REGISTRY, Finding, Severity, Status, all_checks, run_checks
+from builder.guestmem import GuestMemory, guest_minimum
 from builder.hardware import Arch, KnownIssue, MachineFirmware, PciDevice
-from builder.introspect import BuiltFacts, KernelFacts, ModuleDb, XenNotes
+from builder.initrd import InitrdFacts, read_initrd_bytes
+from builder.introspect import BuiltFacts, KernelFacts, KernelLayout, ModuleDb, XenNotes
 from builder.profile import Firmware, Profile
 from tests.checks.conftest import cpu, make_target, xen
+from tests.test_initrd import busybox_like
 
 all_checks()
 
@@ -28,11 +33,22 @@ def only(check_id: str, profile: Profile, target, built: BuiltFacts | None = Non
     return found[0].message
 
 
+LAYOUT = KernelLayout(start=16 << 20, end=74 << 20, percpu=212 << 10)  # the bookworm kernel's, rounded
+
+
 def kernel(path: str = "vmlinuz-6.1", *, bits: int = 64, dom0: bool = True, pvh: bool = True, pv: bool = True,
-           config: dict[str, str] | None = None) -> KernelFacts:  # fmt: skip
+           config: dict[str, str] | None = None, layout: KernelLayout | None = LAYOUT) -> KernelFacts:  # fmt: skip
     notes = XenNotes(guest_os="linux" if pv else None, entry=pv, phys32_entry=pvh,
-                     supported_features=(1 << 11) if dom0 else 1)  # fmt: skip
-    return KernelFacts(path=Path(path), bits=bits, notes=notes, config=config)
+                     supported_features=(1 << 11) if dom0 else 1, paddr_offset=0)  # fmt: skip
+    return KernelFacts(path=Path(path), bits=bits, notes=notes, config=config, layout=layout)
+
+
+def initrd(entries: list[cpio.Entry] | None = None) -> InitrdFacts:
+    return read_initrd_bytes(gzip.compress(cpio.archive(entries or busybox_like()), mtime=0), "the initrd")
+
+
+def guest_facts(*names: str, k: KernelFacts | None = None, i: InitrdFacts | None = None) -> BuiltFacts:
+    return BuiltFacts(guest_kernels={n: k or kernel() for n in names}, guest_initrds={n: i or initrd() for n in names})
 
 
 def test_every_check_is_documented_and_unique() -> None:
@@ -225,13 +241,67 @@ def test_dom0_kernel(profile) -> None:  # type: ignore[no-untyped-def]
 
 def test_guest_kernels(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile("guests:\n  - name: a\n    type: pvh\n  - name: b\n")
-    good = BuiltFacts(guest_kernels={"a": kernel(), "b": kernel()})
+    good = guest_facts("a", "b")
     assert findings("guest-kernels", p, make_target(), good) == []
-    bad = BuiltFacts(guest_kernels={"a": kernel("bzImage-nopvh", pvh=False), "b": kernel("bzImage-nopv", pv=False)})
+    bad = BuiltFacts(guest_kernels={"a": kernel("bzImage-nopvh", pvh=False), "b": kernel("bzImage-nopv", pv=False)},
+                     guest_initrds=good.guest_initrds)  # fmt: skip
     assert [f.message for f in findings("guest-kernels", p, make_target(), bad)] == [
-        "guest a: kernel bzImage-nopvh has no PVH entry (XEN_ELFNOTE_PHYS32_ENTRY)",
+        "guest a: kernel bzImage-nopvh has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY), so xl cannot start it as PVH",
         "guest b: kernel bzImage-nopv has no Xen PV notes (GUEST_OS/ENTRY)",
     ]
+
+
+def test_guest_below_its_minimum_memory_names_guest_memory_and_minimum(profile) -> None:  # type: ignore[no-untyped-def]
+    facts = guest_facts("g")
+    minimum = guest_minimum(profile("guests:\n  - name: g\n").guests[0], facts)
+    assert isinstance(minimum, GuestMemory)
+    at = profile(f"guests:\n  - name: g\n    memory: {minimum.minimum}M\n")
+    assert findings("guest-kernels", at, make_target(), facts) == []
+    below = profile(f"guests:\n  - name: g\n    memory: {minimum.minimum - 1}M\n")
+    (found,) = findings("guest-kernels", below, make_target(), facts)
+    assert found.message.startswith(
+        f"guest g has {minimum.minimum - 1} MiB but needs at least {minimum.minimum} MiB to start ("
+    )
+    assert found.remedy == f"set memory: {minimum.minimum}M (or more) for g"
+    assert REGISTRY["guest-kernels"].severity is Severity.ERROR  # exit 3
+
+
+def test_more_vcpus_need_more_memory_and_no_more_than_nr_cpus(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: g\n    vcpus: 8\n")
+    eight = guest_minimum(p.guests[0], guest_facts("g"))
+    one = guest_minimum(profile("guests:\n  - name: g\n").guests[0], guest_facts("g"))
+    assert isinstance(eight, GuestMemory) and isinstance(one, GuestMemory)
+    assert eight.kernel > one.kernel  # per-CPU areas and stacks
+    capped = guest_facts("g", k=kernel(config={"CONFIG_NR_CPUS": "4"}))
+    (found,) = findings("guest-kernels", p, make_target(), capped)
+    assert found.message == "guest g has 8 vCPUs but its kernel vmlinuz-6.1 brings up at most 4 (CONFIG_NR_CPUS)"
+    assert found.remedy.startswith("set vcpus: 4 or fewer for g")
+    four = guest_minimum(p.guests[0], capped)
+    assert isinstance(four, GuestMemory) and four.kernel < eight.kernel  # counted for the 4 it brings up
+
+
+def test_overlay_init_that_cannot_run(profile, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "ov").mkdir()
+    p = profile("guests:\n  - name: g\n    overlay: ov\n")
+    facts = guest_facts("g", i=initrd(busybox_like(init_mode=0o644)))
+    (found,) = findings("guest-kernels", p, make_target(), facts)
+    assert found.message == (
+        "guest g: /init is not executable (mode 0644) in its overlay ov: the kernel cannot run it,"
+        " so the guest's start-up never runs"
+    )
+    assert "chmod +x" in found.remedy
+
+
+def test_guest_files_not_known_yet_are_unknown_not_failures(profile) -> None:  # type: ignore[no-untyped-def]
+    p = profile("guests:\n  - name: g\n")
+    no_initrd = BuiltFacts(guest_kernels={"g": kernel()})
+    (found,) = findings("guest-kernels", p, make_target(), no_initrd)
+    assert found.unknown and "initrd is not known yet" in found.message
+    no_layout = guest_facts("g", k=kernel(layout=None))
+    (found,) = findings("guest-kernels", p, make_target(), no_layout)
+    assert found.unknown and "load layout of vmlinuz-6.1 is not known" in found.message
+    hvm = profile("guests:\n  - name: g\n    type: hvm\n    memory: 16M\n")
+    assert findings("guest-kernels", hvm, make_target(), guest_facts("g")) == []  # not measured for hvm
 
 
 def test_pv32_guests(profile) -> None:  # type: ignore[no-untyped-def]

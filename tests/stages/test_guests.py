@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,19 @@ from builder.checks.rules import memory_budget_mib
 from builder.context import BuildContext
 from builder.errors import CheckFailed, ProfileError, XenliveError
 from builder.introspect import BuiltFacts
-from builder.profile import load_profile
+from builder.profile import Guest, Profile, load_profile
 from builder.qemu import judge_ready
 from builder.stages import guests as guests_module
 from builder.stages.guests import build_guests, busybox_initrd, guest_dom0_packages, guest_table, xl_config
 
+from ..checks.conftest import LINUX_LOADS, bzimage, elf_kernel, xen_kernel_notes
 from ..dom0_services import FakeDom0
 
 REPO = Path(__file__).resolve().parents[2]
 DISK = b"\x00" * 4096
 ISO = b"CD001" * 100
 KERNEL = b"vmlinuz of the image guest"
+DOM0_KERNEL = bzimage(elf_kernel(xen_kernel_notes(), LINUX_LOADS))  # laid out as bookworm's kernel is
 
 
 def sha(data: bytes) -> str:
@@ -106,7 +109,7 @@ def kinds(tmp_path: Path) -> BuildContext:
     (tmp_path / "kinds.yaml").write_text(KINDS_PROFILE)
     tree = tmp_path / "tree"
     (tree / "boot").mkdir(parents=True)
-    (tree / "boot/vmlinuz-6.1.0-1-amd64").write_bytes(b"kernel")
+    (tree / "boot/vmlinuz-6.1.0-1-amd64").write_bytes(DOM0_KERNEL)
     (tree / "bin").mkdir()
     (tree / "bin/busybox").write_bytes(b"\x7fELF busybox")
     profile = load_profile(tmp_path / "kinds.yaml")
@@ -185,7 +188,7 @@ def test_mac_addresses_are_stable_and_distinct(kinds: BuildContext) -> None:
 def test_build_guests_places_every_kind(kinds: BuildContext, fake_run: FakeDebootstrap) -> None:
     build_guests(kinds)
     medium = kinds.staging / "guests"
-    assert (medium / "tiny/vmlinuz").read_bytes() == b"kernel"
+    assert (medium / "tiny/vmlinuz").read_bytes() == DOM0_KERNEL
     assert b"XENLIVE-GUEST-READY tiny" in gzip.decompress((medium / "tiny/initrd.img").read_bytes())
     assert b"echo box" in gzip.decompress((medium / "box-pvh/initrd.img").read_bytes())
     assert (medium / "deb/vmlinuz").read_bytes() == b"guest kernel"
@@ -201,7 +204,8 @@ def test_build_guests_places_every_kind(kinds: BuildContext, fake_run: FakeDeboo
 
 def test_guest_table_golden(kinds: BuildContext, fake_run: FakeDebootstrap, golden) -> None:
     """guests.tsv: start order, the write buffers of the guests with a disk, the need with each RAM
-    disk as placed on the medium (the busybox initrds, the Debian guest's, the image guest's)."""
+    disk as placed on the medium (the busybox initrds, the Debian guest's, the image guest's), the
+    minimum of the busybox guests, which boot dom0's kernel (0 where the kernel is not a real one)."""
     build_guests(kinds)
     golden("guests/guests.tsv", (kinds.top / "etc/xenlive/guests.tsv").read_text())
 
@@ -210,7 +214,7 @@ def test_guest_table_need_is_what_the_memory_budget_counts(kinds: BuildContext) 
     ramdisks = {"tiny": 3 << 20, "deb": (6 << 20) + 1, "img": 1}
     rows = [line.split("\t") for line in guest_table(kinds.profile, ramdisks).splitlines() if line[0] != "#"]
     _, parts = memory_budget_mib(kinds.profile, 4096, BuiltFacts(ramdisk_bytes=ramdisks))
-    table = {row[0]: int(row[-1]) for row in rows if row[4] == "yes"}
+    table = {row[0]: int(row[7]) for row in rows if row[4] == "yes"}
     budget = {part.split()[0]: int(part.split()[1]) for part in parts[2:]}  # after Xen's and dom0's shares
     assert table == budget
     assert table["deb"] == 256 + 4 + 2 + 7 + 64  # memory, overhead, 1 %, the RAM disk rounded up, the writes
@@ -389,7 +393,7 @@ def test_a_guest_that_fails_to_start_is_reported_and_the_others_start(tmp_path: 
             dom0.write(f"etc/xenlive/guests/{guest.name}.ready", guests_module.render("guest.ready.j2", guest=guest))
     # The hardware check took "skipped" out before xenlive-guests ran.
     dom0.path("etc/xen/auto/skipped.cfg").unlink()
-    dom0.write("run/xenlive/hwcheck/skipped", "skipped\nhardware check [memory-budget] needs 133 MiB\n")
+    dom0.write("run/xenlive/hwcheck/skipped", "skipped\nhardware check [memory-budget] needs 133 MiB\nmemory-budget\n")
     dom0.write("run/live/medium/guests/deb/disk.img", "disk")
     dom0.conf(BRIDGE="xenbr0", DHCP="yes", ADDRESS_WAIT="1", PROFILE="p")
     (tmp_path / "running").write_text("tiny\ndeb\n")
@@ -417,21 +421,30 @@ def test_a_guest_that_fails_to_start_is_reported_and_the_others_start(tmp_path: 
     dom0.write("var/log/xen/console/guest-tiny.log", "Linux\nXENLIVE-GUEST-READY tiny\n")
     dom0.write("var/log/xen/console/guest-deb.log",
                "XENLIVE-GUEST-NET deb iface=enX0 addr=10.0.2.16/24 dom0=10.0.2.15 ping=no\n")  # fmt: skip
-    proc = dom0.run("ready", XENLIVE_READY_WAIT="1")
+    proc = dom0.run("ready", XENLIVE_READY_WAIT="1", XENLIVE_LOG_PACE="0")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     (line,) = proc.stdout.splitlines()
     assert line.startswith("XENLIVE-READY ")
     ready = json.loads(line.removeprefix("XENLIVE-READY "))
     assert ready["profile"] == "p" and ready["xen"] == "4.17.7"
-    assert list(ready["guests"]) == ["broken", "deb", "tiny", "skipped"]  # start order; "spare" is not started
+    assert list(ready["guests"]) == ["broken", "deb", "tiny", "skipped", "spare"]  # every guest, in start order
     assert ready["guests"] == {
         "tiny": {"state": "running", "ready": True},
-        "broken": {"state": "failed", "reason": "xl create: libxl: error: kernel not found"},
+        "broken": {"state": "failed", "reason": "xl create: libxl: error: kernel not found",
+                   "xl": ["libxl: error: kernel not found"], "console": []},
         "deb": {"state": "running", "ready": False, "reason": "ready marker not seen on the console within 5s"},
-        "skipped": {"state": "skipped", "reason": "hardware check [memory-budget] needs 133 MiB"},
-    }
+        "skipped": {"state": "skipped", "reason": "hardware check [memory-budget] needs 133 MiB",
+                    "check": "memory-budget"},
+        "spare": {"state": "not-autostarted"},
+    }  # fmt: skip
     console = dom0.read("dev/console").splitlines()
     assert "XENLIVE-GUEST-MARKER tiny: XENLIVE-GUEST-READY tiny" in console
+    # every guest's console log, line by line, before the readiness line
+    assert [c for c in console if c.startswith("XENLIVE-GUEST-LOG ")] == [
+        "XENLIVE-GUEST-LOG deb XENLIVE-GUEST-NET deb iface=enX0 addr=10.0.2.16/24 dom0=10.0.2.15 ping=no",
+        "XENLIVE-GUEST-LOG tiny Linux",
+        "XENLIVE-GUEST-LOG tiny XENLIVE-GUEST-READY tiny",
+    ]
     assert console[-2:] == ["", line]  # the marker line starts a line of its own
     verdict = judge_ready(ready)
     assert verdict is not None and "broken: failed" in verdict and "deb: ready marker not seen" in verdict
@@ -450,13 +463,106 @@ def test_safe_mode_starts_no_guest_and_ready_says_so(tmp_path: Path) -> None:
     assert proc.stdout == "XENLIVE-GUESTS safe mode: no guest is started\n"
     assert not (tmp_path / "log").exists()  # not one xl command
     ready = json.loads(dom0.run("ready").stdout.removeprefix("XENLIVE-READY "))
-    assert set(ready["guests"]) == {"tiny", "broken", "deb", "skipped"}
     safe = {"state": "skipped", "reason": "safe mode: guests are not started"}
-    assert all(g == safe for g in ready["guests"].values())
+    assert ready["guests"] == {"tiny": safe, "broken": safe, "deb": safe, "skipped": safe,
+                               "spare": {"state": "not-autostarted"}}  # fmt: skip
+    assert judge_ready(ready) is not None  # guests the profile starts did not run
+
+
+XL_SHORT_OF_MEMORY = """\
+Parsing config from /run/xenlive/cfg/small.cfg
+xc: error: panic: xg_dom_core.c:536: xc_dom_chk_alloc_pages: segment kernel too large (0x3a00 > 0x4200 - \
+0x1000 pages): Out of memory
+libxl: error: libxl_dom.c:594:libxl__build_dom: xc_dom_build_image failed: No such file or directory
+libxl: error: libxl_create.c:1640:domcreate_rebuild_done: Domain 4:cannot (re-)build domain: -3
+libxl: error: libxl_domain.c:1183:libxl__destroy_domid: Domain 4:Non-existant domain
+libxl: error: libxl_domain.c:1137:domain_destroy_callback: Domain 4:Unable to destroy guest
+libxl: error: libxl_domain.c:1064:domain_destroy_cb: Domain 4:Destruction of domain failed
+"""  # what xl create printed for a PV busybox guest given 66 MiB (bench/guest_memory.py)
+OOM_CONSOLE = """\
+[    0.000000] Linux version 6.1.0-50-amd64
+[    1.904000] Freeing unused kernel image (initmem) memory: 2804K\r
+[    2.101000] Run /init as init process
+[    2.300000] Out of memory and no killable processes...
+[    2.300001] Kernel panic - not syncing: System is deadlocked on memory
+[    2.300002] CPU: 0 PID: 1 Comm: init Not tainted 6.1.0-50-amd64 #1  Debian 6.1.153-1
+"""
+XL_LOG_CRASH = """\
+Waiting for domain crashy (domid 5) to die [pid 901]
+Domain 5 has shut down, reason code 3 0x3
+Action for shutdown reason code 3 is destroy
+Domain 5 needs to be cleaned up: destroying the domain
+Done. Exiting now
+"""
+
+
+def test_failed_guests_say_why_and_what_to_change(tmp_path: Path) -> None:
+    """One guest the domain builder refuses (too little memory for its layout), one that starts and
+    dies (out of memory before its init ran): XENLIVE-READY carries the builder's own message, how
+    the domain ended, the console's telling line and its last lines, and the memory it needs."""
+    dom0 = FakeDom0(tmp_path)
+    for name, script in FAKE_COMMANDS.items():
+        dom0.command(name, script)
+    dom0.command(
+        "xl",
+        FAKE_COMMANDS["xl"].replace(
+            "  create) ", '  create) grep -q \'name = "small"\' "$2" && { cat "$FAKE_XL_OUT" >&2; exit 3; }\n   '
+        ),
+    )
+    (tmp_path / "xl-out").write_text(XL_SHORT_OF_MEMORY)
+    profile = Profile(
+        name="p", guests=(Guest(name="small", memory=66, order=1), Guest(name="crashy", memory=80, order=2))
+    )
+    dom0.guests(profile, minimums={"small": 93, "crashy": 93})
+    dom0.conf(PROFILE="p")
+    (tmp_path / "running").write_text("")
+    dom0.env.update(FAKE_LOG=str(tmp_path / "log"), FAKE_RUNNING=str(tmp_path / "running"),
+                    FAKE_XL_OUT=str(tmp_path / "xl-out"))  # fmt: skip
+    assert dom0.run("guests").stdout.splitlines() == [
+        "XENLIVE-GUESTS FAIL guest small: xl create: xc: error: panic: xc_dom_chk_alloc_pages: segment kernel too"
+        " large (0x3a00 > 0x4200 - 0x1000 pages): Out of memory",
+        "XENLIVE-GUESTS started guest crashy",
+        "XENLIVE-GUESTS done: 1 guests started, 1 failed",
+    ]
+    assert dom0.read("run/xenlive/guests/crashy") == "started\n"
+    assert dom0.read("run/xenlive/guests/small.xl") == XL_SHORT_OF_MEMORY
+    # crashy died a moment after it started: its console and xl's log of it tell how.
+    dom0.write("var/log/xen/console/guest-crashy.log", OOM_CONSOLE)
+    dom0.write("var/log/xen/xl-crashy.log", XL_LOG_CRASH)
+    started = time.monotonic()
+    proc = dom0.run("ready", XENLIVE_READY_WAIT="30", XENLIVE_LOG_PACE="0", XENLIVE_CONSOLE_TAIL="3")
+    assert time.monotonic() - started < 20  # a guest xenlive-guests started is not waited for
+    assert proc.stderr == ""
+    ready = json.loads(proc.stdout.removeprefix("XENLIVE-READY "))
+    hint = "it has {} MiB, less than the 93 MiB it needs to start (set memory: 93M)"
+    assert ready["guests"] == {
+        "small": {
+            "state": "failed",
+            "reason": "xl create: xc: error: panic: xc_dom_chk_alloc_pages: segment kernel too large"
+            f" (0x3a00 > 0x4200 - 0x1000 pages): Out of memory ({hint.format(66)})",
+            "xl": ["xc: error: panic: xc_dom_chk_alloc_pages: segment kernel too large (0x3a00 > 0x4200 - 0x1000"
+                   " pages): Out of memory"],
+            "console": [],
+        },
+        "crashy": {
+            "state": "failed",
+            "reason": "the domain crashed while starting: Out of memory and no killable processes..."
+            f" ({hint.format(80)})",
+            "xl": ["Domain 5 has shut down, reason code 3 0x3", "Action for shutdown reason code 3 is destroy"],
+            "console": ["Out of memory and no killable processes...",
+                        "Kernel panic - not syncing: System is deadlocked on memory",
+                        "CPU: 0 PID: 1 Comm: init Not tainted 6.1.0-50-amd64 #1  Debian 6.1.153-1"],
+        },
+    }  # fmt: skip
+    console = dom0.read("dev/console").splitlines()
+    logged = [line.removeprefix("XENLIVE-GUEST-LOG crashy ") for line in console if "GUEST-LOG" in line]
+    assert logged == [line.replace("\r", "") for line in OOM_CONSOLE.splitlines()]  # the whole log, as it was
+    assert "small: failed (xl create: xc: error: panic:" in (judge_ready(ready) or "")
 
 
 def test_judge_ready_requires_declared_markers() -> None:
-    ok = {"xen": "4.17.7", "guests": {"a": {"state": "running", "ready": True}, "b": {"state": "running"}}}
+    ok = {"xen": "4.17.7", "guests": {"a": {"state": "running", "ready": True}, "b": {"state": "running"},
+                                      "c": {"state": "not-autostarted"}}}  # fmt: skip
     assert judge_ready(ok) is None
     late = {"xen": "4.17.7", "guests": {"a": {"state": "running", "ready": False, "reason": "not seen"}}}
     assert judge_ready(late) == "guests not ready: a: ready marker not seen (not seen)"

@@ -96,11 +96,12 @@ wait_bridge_address() {
 }
 
 # read_guest: the next guest of guests.tsv (on stdin) into name type memory vcpus autostart order
-# write_buffer need (MiB; write_buffer 0: no disk; need: what the build's memory budget counts).
+# write_buffer need minimum (MiB; write_buffer 0: no disk; need: what the build's memory budget
+# counts; minimum: the least memory the guest starts with, 0 if not known).
 # The builder writes the columns in this order (GUEST_COLUMNS in builder/stages/guests.py).
 # Usage: while read_guest; do ...; done < "$GUESTS_TSV"
 read_guest() {
-    while IFS=$TAB read -r name type memory vcpus autostart order write_buffer need; do
+    while IFS=$TAB read -r name type memory vcpus autostart order write_buffer need minimum; do
         case "$name" in
             ''|'#'*) ;;
             *) return 0 ;;
@@ -114,4 +115,98 @@ autostart_guests() {
     while read_guest; do
         if [ "$autostart" = yes ]; then printf '%s\n' "$name"; fi
     done < "$GUESTS_TSV"
+}
+
+# xl_errors: of xl's output (stdin), the lines that say why a domain was not created, at most six:
+# the domain builder's own (xc: ...) first, then libxl's errors, then anything else xl said.
+# libxl's lines that only follow from an earlier failure (an xc_dom_* call failed, the half-built
+# domain is destroyed, "cannot (re-)build domain") and "Parsing config" come only when nothing else
+# does. Source locations (file.c:123:) are dropped: they name Xen's code, not the guest's problem.
+# For a PV guest short of memory, xl prints (Xen 4.17):
+#   xc: error: panic: xg_dom_core.c:536: xc_dom_chk_alloc_pages: segment kernel too large (...): Out of memory
+#   libxl: error: libxl_dom.c:594:libxl__build_dom: xc_dom_build_image failed: No such file or directory
+#   libxl: error: libxl_create.c:1640:domcreate_rebuild_done: Domain 4:cannot (re-)build domain: -3
+#   libxl: error: libxl_domain.c:1183:libxl__destroy_domid: Domain 4:Non-existant domain
+#   libxl: error: libxl_domain.c:1137:domain_destroy_callback: Domain 4:Unable to destroy guest
+#   libxl: error: libxl_domain.c:1064:domain_destroy_cb: Domain 4:Destruction of domain failed
+# and only the first line says why.
+XL_CASCADE='xc_dom_[a-z_]+ failed|Destruction of domain failed|[Uu]nable to destroy|cannot [(]re-[)]build domain|domain_destroy|devices_destroy|destroy_domid|Non-existant domain|domcreate_complete'
+xl_errors() {
+    tr -d '\r' | LC_ALL=C awk -v cascade="$XL_CASCADE" '
+        /^Parsing config/ || /^[[:space:]]*$/ { next }
+        $0 ~ cascade { follow[nfollow++] = $0; next }
+        /^xc: /     { xc[nxc++] = $0; next }
+        /^libxl: /  { if ($0 ~ /^libxl: (error|critical)/) lx[nlx++] = $0; next }
+                    { other[nother++] = $0 }
+        END {
+            n = 0
+            for (i = 0; i < nxc && n < 6; i++) out[n++] = xc[i]
+            for (i = 0; i < nlx && n < 6; i++) out[n++] = lx[i]
+            for (i = 0; i < nother && n < 6; i++) out[n++] = other[i]
+            if (n == 0) for (i = 0; i < nfollow && n < 6; i++) out[n++] = follow[i]
+            for (i = 0; i < n; i++) {
+                line = out[i]
+                gsub(/[A-Za-z0-9_.-]+\.c:[0-9]+: ?/, "", line)
+                print line
+            }
+        }'
+}
+
+# json_lines: stdin's lines as a JSON array of strings.
+json_lines() {
+    sep=""
+    printf '['
+    while IFS= read -r line || [ -n "$line" ]; do
+        printf '%s%s' "$sep" "$(json_string "$line")"
+        sep=", "
+    done
+    printf ']'
+}
+
+# console_tail NAME LINES: the last LINES non-empty lines of guest NAME's console log, without the
+# carriage returns and the kernel's timestamps.
+console_tail() {
+    [ -r "$CONSOLE_LOG_DIR/guest-$1.log" ] || return 0
+    tr -d '\r' < "$CONSOLE_LOG_DIR/guest-$1.log" \
+        | sed -e 's/^\[ *[0-9]*\.[0-9]*\] //' | grep -v '^[[:space:]]*$' | tail -n "$2"
+}
+
+# console_cause NAME: the first line of guest NAME's console that says why its kernel or init
+# stopped (a panic, the OOM killer, an init that would not run), or nothing.
+CONSOLE_CAUSES='Kernel panic|Out of memory|not syncing|BUG: |Oops|Failed to execute|No working init|Run .* as init process.*failed|Killed process|Cannot allocate'
+console_cause() {
+    [ -r "$CONSOLE_LOG_DIR/guest-$1.log" ] || return 0
+    tr -d '\r' < "$CONSOLE_LOG_DIR/guest-$1.log" | sed -e 's/^\[ *[0-9]*\.[0-9]*\] //' \
+        | grep -E -m 1 -- "$CONSOLE_CAUSES"
+}
+
+# shutdown_cause NAME: how guest NAME's domain ended, from xl's log of it (the shutdown reason code
+# of xen/include/public/sched.h), or nothing.
+shutdown_cause() {
+    code=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' "$XEN_LOG_DIR/xl-$1.log" 2>/dev/null | tail -n 1)
+    case "$code" in
+        0) echo "powered off" ;;
+        1) echo "rebooted" ;;
+        2) echo "suspended" ;;
+        3) echo "crashed" ;;
+        4) echo "was stopped by its watchdog" ;;
+        5) echo "asked for a soft reset" ;;
+        *) ;;
+    esac
+}
+
+# xl_log_lines NAME: what xl's log of guest NAME's domain says about its end (how it shut down,
+# what xl did then, errors), at most six lines.
+xl_log_lines() {
+    [ -r "$XEN_LOG_DIR/xl-$1.log" ] || return 0
+    tr -d '\r' < "$XEN_LOG_DIR/xl-$1.log" | grep -v '^Waiting for domain' \
+        | grep -E -i 'shut down|shutdown reason|error|fail' | tail -n 6
+}
+
+# memory_hint: for the guest read_guest read last, what to change when it has less memory than
+# the builder computed it needs (guests.tsv's minimum), or nothing.
+memory_hint() {
+    if [ "${minimum:-0}" -gt 0 ] && [ "$memory" -lt "$minimum" ]; then
+        echo "it has $memory MiB, less than the $minimum MiB it needs to start (set memory: ${minimum}M)"
+    fi
 }
