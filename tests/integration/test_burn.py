@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.common import xenlive
 
 pytestmark = [
     pytest.mark.integration,
@@ -21,12 +21,6 @@ pytestmark = [
 ]
 
 BOOT_TIMEOUT = 900
-
-
-def xenlive(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pycdlib
 import pytest
+
+from tests.integration.common import xenlive as run_xenlive
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,11 +27,7 @@ EPOCH = "1764115200"
 
 
 def xenlive(*args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True,
-                          env={**os.environ, **env})  # fmt: skip
-    if check and proc.returncode != 0:
-        pytest.fail(f"xenlive {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_xenlive(*args, check=check, **env)
 
 
 @pytest.fixture(scope="module")

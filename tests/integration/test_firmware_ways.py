@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from builder.hybrid import SECTOR
+from tests.integration.common import xenlive as run_xenlive
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,11 +34,8 @@ BOOT_TIMEOUT = 900
 CONTROL_TIMEOUT = 150  # OVMF tries the stick, then the network, then gives up to its shell
 
 
-def xenlive(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        pytest.fail(f"xenlive {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+def xenlive(*args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_xenlive(*args, check=check, **env)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from builder.checks.facts import cached_tree, gather
 from builder.context import cache_root
 from builder.guestmem import GuestMemory, guest_minimum
 from builder.profile import load_profile
+from tests.integration.common import xenlive
 from tests.test_guestmem import MAX_ABOVE, MEASURED
 
 pytestmark = [
@@ -41,10 +40,6 @@ GUEST = """\
     ready_timeout: 1200
 """
 REFUSED = re.compile(r"\[guest-kernels\] guest (\w+) has (\d+) MiB but needs at least (\d+) MiB to start")
-
-
-def xenlive(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True)
 
 
 def write_profile(path: Path, memory: dict[str, int]) -> Path:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pycdlib
@@ -19,6 +17,7 @@ import pytest
 
 from builder.checks.rules import guest_need_mib
 from builder.profile import Guest
+from tests.integration.common import xenlive
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,10 +33,6 @@ guests:
   - name: big
     memory: 1536M
 """
-
-
-def xenlive(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True)
 
 
 def test_boot_time_report_and_ready_line(tmp_path: Path) -> None:

@@ -14,10 +14,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.common import xenlive as run_xenlive
 
 pytestmark = [
     pytest.mark.integration,
@@ -29,9 +30,7 @@ BOOT_TIMEOUT = 1200
 
 
 def xenlive(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True, cwd=REPO)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
+    return run_xenlive(*args, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
