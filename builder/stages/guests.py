@@ -309,6 +309,8 @@ def debian_key(guest: Guest) -> str:
             "modules": list(DEBIAN_INITRD_MODULES),
             "drivers": list(DEBIAN_KEEP_DRIVERS),
             "overlay": {k: [v[0], v[1]] for k, v in debian_overlay(guest).items()},
+            # what the hooks run, as rendered from their templates (the overlay's place is the build's own)
+            "hooks": debian_hooks(guest, Path("overlay")),
         }
     )
 

@@ -650,3 +650,18 @@ def test_debian_guest_module_trim_keeps_netfront(kinds: BuildContext, tmp_path: 
     left = sorted(p.relative_to(mods).as_posix() for p in mods.rglob("*") if p.is_file())
     assert left == [f"drivers/net/xen-netfront{suffix}", f"drivers/xen/xen-evtchn{suffix}"]
     assert (bin_dir / "chroot.log").read_text() == f"{root} depmod 6.12.117+deb13-amd64\n"
+
+
+def test_a_debian_guests_cache_key_follows_its_hook_templates(monkeypatch) -> None:
+    """Editing what a hook runs (its template) must rebuild the guest, not reuse the cached one."""
+    guest = next(g for g in load_profile("xenoppix").guests if g.debian is not None)
+    before = guests_module.debian_key(guest)
+    assert guests_module.debian_key(guest) == before  # stable for the same inputs
+    real = guests_module.render
+
+    def edited(name: str, **context: Any) -> str:
+        text = real(name, **context)
+        return text + "# edited\n" if name == "mmdebstrap/services.j2" else text
+
+    monkeypatch.setattr(guests_module, "render", edited)
+    assert guests_module.debian_key(guest) != before
