@@ -236,8 +236,13 @@ def test_shipped_profiles_customize(tmp_path, monkeypatch):
 
 def test_units_that_delay_a_live_boot_are_masked(ctx):
     customize(ctx)
-    for unit in ("systemd-networkd-wait-online.service", "e2scrub_reap.service", "ldconfig.service",
-                 "systemd-journal-catalog-update.service", "systemd-update-done.service"):
+    for unit in (
+        "systemd-networkd-wait-online.service",
+        "e2scrub_reap.service",
+        "ldconfig.service",
+        "systemd-journal-catalog-update.service",
+        "systemd-update-done.service",
+    ):
         link = ctx.top / "etc/systemd/system" / unit
         assert link.is_symlink() and os.readlink(link) == "/dev/null"
 
