@@ -247,6 +247,13 @@ def test_units_that_delay_a_live_boot_are_masked(ctx):
         assert link.is_symlink() and os.readlink(link) == "/dev/null"
 
 
+def test_consoles_do_not_slow_or_lose_a_slow_boot(ctx):
+    customize(ctx)
+    units = ctx.top / "etc/systemd/system"
+    assert "JobRunningTimeoutSec=infinity" in (units / "dev-hvc0.device.d/xenlive.conf").read_text()
+    assert "After=xenlive-guests.service" in (units / "getty-static.service.d/xenlive.conf").read_text()
+
+
 # --- the settings files, byte for byte: the shipped profiles and each network shape ---------------
 
 SHIPPED = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
