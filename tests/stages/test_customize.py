@@ -236,9 +236,22 @@ def test_shipped_profiles_customize(tmp_path, monkeypatch):
 
 def test_units_that_delay_a_live_boot_are_masked(ctx):
     customize(ctx)
-    for unit in ("systemd-networkd-wait-online.service", "e2scrub_reap.service"):
+    for unit in (
+        "systemd-networkd-wait-online.service",
+        "e2scrub_reap.service",
+        "ldconfig.service",
+        "systemd-journal-catalog-update.service",
+        "systemd-update-done.service",
+    ):
         link = ctx.top / "etc/systemd/system" / unit
         assert link.is_symlink() and os.readlink(link) == "/dev/null"
+
+
+def test_consoles_do_not_slow_or_lose_a_slow_boot(ctx):
+    customize(ctx)
+    units = ctx.top / "etc/systemd/system"
+    assert "JobRunningTimeoutSec=infinity" in (units / "dev-hvc0.device.d/xenlive.conf").read_text()
+    assert "After=xenlive-guests.service" in (units / "getty-static.service.d/xenlive.conf").read_text()
 
 
 # --- the settings files, byte for byte: the shipped profiles and each network shape ---------------
