@@ -31,8 +31,14 @@ BUSYBOX_INITRD = {"loaded": 1984016, "unpacked": 1986560, "inodes": 10}
 MAX_ABOVE = MARGIN_MIB + 2  # the check may ask this much more than the measured threshold
 
 # (type, vcpus, MiB of zeros added to the initrd): (the domain builder's threshold, the boot threshold)
+# Measured on 2026-11-28 under Xen 4.17.5 in QEMU (TCG) with bench/guest_memory.py --suite bookworm
+# --config pv:1 --config pv:2 --config pv:1:32: the boot threshold is the smallest memory that booted
+# in the bisection and again in its repeat; one MiB less also booted once (83 for pv 1, 82 for pv 2),
+# failed once, so the threshold moves by about a MiB from boot to boot.
 MEASURED: dict[tuple[str, int, int], tuple[int, int]] = {
-    ("pv", 1, 0): (79, 0),
+    ("pv", 1, 0): (79, 84),
+    ("pv", 2, 0): (79, 83),
+    ("pv", 1, 32): (111, 137),
 }
 
 
@@ -77,7 +83,7 @@ def test_the_kernel_limit_grows_with_what_the_files_say() -> None:
     bigger_initrd = guest_memory("pv", bookworm_kernel(), busybox_initrd(32), 1)
     more_vcpus = guest_memory("pv", bookworm_kernel(), busybox_initrd(0), 8)
     assert base is not None and bigger_initrd is not None and more_vcpus is not None
-    assert bigger_initrd.kernel >= base.kernel + 64  # the archive and its unpacked files, both held
+    assert bigger_initrd.kernel >= base.kernel + 52  # the archive, and most of its files (measured: 53 more)
     assert more_vcpus.kernel > base.kernel
     big_kernel = KernelFacts(path=Path("k"), bits=64, notes=bookworm_kernel().notes,
                              layout=KernelLayout(start=BOOKWORM.start, end=BOOKWORM.end + (20 << 20),
