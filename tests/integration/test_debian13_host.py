@@ -19,13 +19,14 @@ from ..conftest import REPO
 
 pytestmark = pytest.mark.integration
 
-# Tests that create loop devices or mounts: the chroot shares the host's kernel, where CI runs them.
+# Tests that create loop devices, mounts or user namespaces (building without root): the chroot
+# shares the host's kernel, where CI runs them, and a chroot cannot make a user namespace.
 # test_stale_work_directories_are_told_by_their_lock_not_a_pid failed once in the chroot (a work
 # directory whose lock holder had been killed was not swept right after); it passes on the host.
 # Left out here until that is understood; see the session note.
 HOST_KERNEL_TESTS = (
     "not loop and not mount and not burn and not devices and not fsutil and not lint"
-    " and not stale_work_directories_are_told_by_their_lock"
+    " and not stale_work_directories_are_told_by_their_lock and not unshare_mode"
 )
 
 
