@@ -80,7 +80,7 @@ def test_profiles_lists_local_and_builtin_with_descriptions(tmp_path):
                                 "expected", "the", "node", "content,", "but", "found", "'<stream", "end>'"]  # fmt: skip
     assert lines[1].split(maxsplit=2) == ["mine", "local", "my own"]
     builtin = {line.split()[0]: line.split()[1] for line in lines[2:]}
-    assert builtin == {"default": "built-in", "lab": "built-in", "trixie": "built-in", "xenoppix": "built-in"}
+    assert builtin == {"bookworm": "built-in", "default": "built-in", "lab": "built-in", "xenoppix": "built-in"}
 
 
 def test_a_local_profile_hides_the_built_in_one_of_its_name_and_is_listed_once(tmp_path):
@@ -90,7 +90,7 @@ def test_a_local_profile_hides_the_built_in_one_of_its_name_and_is_listed_once(t
     assert proc.returncode == 0, proc.stderr
     entries = json.loads(proc.stdout)
     assert [(e["name"], e["origin"]) for e in entries] == [
-        ("default", "local"), ("lab", "built-in"), ("trixie", "built-in"), ("xenoppix", "built-in")
+        ("default", "local"), ("bookworm", "built-in"), ("lab", "built-in"), ("xenoppix", "built-in")
     ]  # fmt: skip
     assert entries[0] == {"name": "default", "origin": "local", "description": "ours",
                           "path": "profiles/default.yaml", "valid": True}  # fmt: skip
@@ -151,7 +151,7 @@ def test_shell_completion_offers_profile_and_target_names(tmp_path):
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles/mine.yaml").write_text("name: mine\n")
     assert _complete("xenlive build ", tmp_path) == [
-        "plain,default", "plain,lab", "plain,mine", "plain,trixie", "plain,xenoppix", "file,"
+        "plain,bookworm", "plain,default", "plain,lab", "plain,mine", "plain,xenoppix", "file,"
     ]  # fmt: skip
     assert _complete("xenlive test x", tmp_path) == ["plain,xenoppix", "file,x"]
     targets = _complete("xenlive check default --target thinkpad-t", tmp_path)

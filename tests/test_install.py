@@ -78,7 +78,7 @@ def test_installed_xenlive_works_from_any_directory(installed, tmp_path):
     assert schema.returncode == 0 and schema.stdout == (REPO / "builder/data/xenlive-profile.schema.json").read_text()
     listed = xenlive(exe, "profiles", "--json", cwd=elsewhere)
     assert [(e["name"], e["origin"], e["valid"]) for e in json.loads(listed.stdout)] == [
-        ("default", "built-in", True), ("lab", "built-in", True), ("trixie", "built-in", True),
+        ("bookworm", "built-in", True), ("default", "built-in", True), ("lab", "built-in", True),
         ("xenoppix", "built-in", True),
     ]  # fmt: skip
     made = xenlive(exe, "init", "appliance", cwd=elsewhere)

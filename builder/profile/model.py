@@ -231,10 +231,10 @@ class Dom0:
     """The live Debian control domain: its packages, settings, overlays and files."""
 
     suite: str = field(
-        default="bookworm",
+        default="trixie",
         metadata=_meta(
-            "Debian suite of dom0: bookworm (Debian 12, Xen 4.17), or trixie (Debian 13, Xen 4.20;"
-            " its dom0 does not reach READY yet)",
+            "Debian suite of dom0, whose own Xen and kernel it gets: trixie (Debian 13), bookworm"
+            " (Debian 12), or another suite the mirror has with Xen and live-boot",
             pattern=SUITE,
         ),
     )

@@ -35,7 +35,7 @@ def test_builtin_name_resolves_to_profiles_dir():
 
 def test_minimal_profile_gets_defaults(write_profile):
     profile = load_profile(write_profile("name: lab\n"))
-    assert profile.dom0.suite == "bookworm"
+    assert profile.dom0.suite == "trixie"
     assert profile.xen.cmdline.startswith("dom0_mem=")
     assert profile.guests == ()
 
@@ -272,6 +272,7 @@ def test_debian_guests_default_to_dom0s_suite(write_profile):
     assert (a.debian.suite, b.debian.suite) == ("bookworm", "trixie")
 
 
-def test_shipped_trixie_profile_is_the_default_on_debian_13():
-    profile = load_profile("trixie")
-    assert profile.dom0.suite == "trixie" and [g.name for g in profile.guests] == ["tiny"]
+def test_shipped_profiles_are_debian_13_but_bookworm():
+    suites = {name: load_profile(name).dom0.suite for name in ("default", "lab", "xenoppix", "bookworm")}
+    assert suites == {"default": "trixie", "lab": "trixie", "xenoppix": "trixie", "bookworm": "bookworm"}
+    assert [g.name for g in load_profile("bookworm").guests] == [g.name for g in load_profile("default").guests]
