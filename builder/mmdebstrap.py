@@ -18,6 +18,7 @@ from pathlib import Path
 
 from builder.errors import CommandError, ProfileError
 from builder.log import Meter, progress
+from builder.templating import render
 from builder.userns import in_initial_namespace
 
 # What apt says, in mmdebstrap's first second or so, when the suite or a package is not there.
@@ -48,6 +49,12 @@ def mmdebstrap_command(*, suite: str, mirror: str, target: Path, packages: Seque
         os.fspath(target),
         mirror,
     ]
+
+
+def hook(template: str, **context: object) -> str:
+    """One mmdebstrap hook option from builder/templates/mmdebstrap/TEMPLATE.j2, which renders one
+    argument. Values from a profile must be shell-quoted before they reach the template."""
+    return render(f"mmdebstrap/{template}.j2", **context).removesuffix("\n")
 
 
 def explain(error: CommandError, *, suite: str, mirror: str, where: str, key: str) -> ProfileError | None:

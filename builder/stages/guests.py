@@ -321,9 +321,7 @@ def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
     build needs no mounts of its own. Each is a template in templates/mmdebstrap/ that renders one
     argument; values from the profile are shell-quoted here, before they reach a template."""
 
-    def hook(template: str, **context: Any) -> str:
-        return render(f"mmdebstrap/{template}.j2", **context).removesuffix("\n")
-
+    hook = mmdebstrap.hook
     accounts = []
     for user in guest.debian.users:
         password = shlex.quote(user.password)

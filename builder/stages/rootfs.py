@@ -24,7 +24,8 @@ from builder.run import run
 log = logging.getLogger(__name__)
 
 # zstd: not to make the tree, but to read it (introspect.py): trixie's kernel is zstd-compressed.
-REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs", "zstd"]
+# xz: the tree's kernel modules are stored uncompressed (templates/mmdebstrap/initramfs-final.j2).
+REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs", "zstd", "xz"]
 STAGE_VERSION = 1  # bump when the way the tree is made changes
 
 # Files that go on the medium itself, not into the squashfs.
@@ -52,6 +53,7 @@ def rootfs_key(ctx: BuildContext) -> str:
         "packages": sorted(dom0_packages(dom0.suite, dom0.packages)),
         "excludes": MEDIUM_FILES,
         "dpkg": DPKG_OPTIONS,
+        "hooks": dom0_hooks(),  # rendered: an edited hook template rebuilds the tree
     }
     if mmdebstrap.mode() != "root":
         inputs["mode"] = mmdebstrap.mode()
@@ -62,8 +64,18 @@ def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
     dom0 = ctx.profile.dom0
     packages = dom0_packages(dom0.suite, dom0.packages)
     return mmdebstrap.mmdebstrap_command(
-        suite=dom0.suite, mirror=dom0.mirror, target=target, packages=packages, dpkg_options=DPKG_OPTIONS
+        suite=dom0.suite,
+        mirror=dom0.mirror,
+        target=target,
+        packages=packages,
+        dpkg_options=DPKG_OPTIONS,
+        options=dom0_hooks(),
     )
+
+
+def dom0_hooks() -> list[str]:
+    """The initramfs is made once, from the finished tree, with the kernel modules stored uncompressed."""
+    return [mmdebstrap.hook("initramfs-deferred"), mmdebstrap.hook("initramfs-final")]
 
 
 def squashfs_command(tree: Path, output: Path, excludes: list[str] | None = None) -> list[str]:

@@ -254,6 +254,14 @@ def test_consoles_do_not_slow_or_lose_a_slow_boot(ctx):
     assert "After=xenlive-guests.service" in (units / "getty-static.service.d/xenlive.conf").read_text()
 
 
+def test_xendomains_starts_after_ready(ctx):
+    """It has nothing to start on a live medium; its start only competes with the guests for the CPU."""
+    customize(ctx)
+    conf = (ctx.top / "etc/systemd/system/xendomains.service.d/xenlive.conf").read_text()
+    unit = [line.strip() for line in conf.splitlines() if line.strip() and not line.startswith("#")]
+    assert unit == ["[Unit]", "After=xenlive-ready.service"]
+
+
 # --- the settings files, byte for byte: the shipped profiles and each network shape ---------------
 
 SHIPPED = sorted(p.stem for p in (REPO / "builder/profiles").glob("*.yaml"))

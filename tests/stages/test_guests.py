@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from builder import cpio
+from builder import cpio, mmdebstrap
 from builder.checks import ProfileFacts
 from builder.checks.profile_rules import require_fits
 from builder.checks.rules import memory_budget_mib
@@ -657,11 +657,11 @@ def test_a_debian_guests_cache_key_follows_its_hook_templates(monkeypatch) -> No
     guest = next(g for g in load_profile("xenoppix").guests if g.debian is not None)
     before = guests_module.debian_key(guest)
     assert guests_module.debian_key(guest) == before  # stable for the same inputs
-    real = guests_module.render
+    real = mmdebstrap.render
 
     def edited(name: str, **context: Any) -> str:
         text = real(name, **context)
         return text + "# edited\n" if name == "mmdebstrap/services.j2" else text
 
-    monkeypatch.setattr(guests_module, "render", edited)
+    monkeypatch.setattr(mmdebstrap, "render", edited)
     assert guests_module.debian_key(guest) != before
