@@ -24,8 +24,7 @@ from builder.run import run
 log = logging.getLogger(__name__)
 
 # zstd: not to make the tree, but to read it (introspect.py): trixie's kernel is zstd-compressed.
-# xz: the tree's kernel modules are stored uncompressed (templates/mmdebstrap/initramfs-final.j2).
-REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs", "zstd", "xz"]
+REQUIRED_TOOLS = ["mmdebstrap", "mksquashfs", "zstd"]
 STAGE_VERSION = 1  # bump when the way the tree is made changes
 
 # Files that go on the medium itself, not into the squashfs.
@@ -74,7 +73,7 @@ def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
 
 
 def dom0_hooks() -> list[str]:
-    """The initramfs is made once, from the finished tree, with the kernel modules stored uncompressed."""
+    """The initramfs is made once, from the finished tree (templates/mmdebstrap/initramfs-*.j2)."""
     return [mmdebstrap.hook("initramfs-deferred"), mmdebstrap.hook("initramfs-final")]
 
 

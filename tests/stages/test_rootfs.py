@@ -56,7 +56,7 @@ def fake_tree(tmp_path: Path) -> tuple[Path, Path]:
     return tree, bin_dir
 
 
-def test_dom0_initramfs_is_made_once_from_the_final_tree_with_plain_modules(fake_tree, tmp_path):
+def test_dom0_initramfs_is_made_once_from_the_final_tree(fake_tree, tmp_path):
     tree, bin_dir = fake_tree
     options = rootfs.mmdebstrap_command(ctx_for(tmp_path), tree)
     essential = [hook_body(o, "essential") for o in options if o.startswith("--essential-hook=")]
@@ -72,31 +72,20 @@ def test_dom0_initramfs_is_made_once_from_the_final_tree_with_plain_modules(fake
     # What dpkg then installs goes to the diverted name.
     (tree / "usr/sbin/update-initramfs.xenlive").write_text("#!/bin/sh\necho initramfs-tools\n")
 
-    # The kernel's modules as Debian 13 ships them.
-    module_dir = tree / "usr/lib/modules/6.12.0-test/kernel/drivers/net"
-    module_dir.mkdir(parents=True)
-    body = b"\x7fELF a kernel module" * 100
-    (module_dir / "e1000.ko").write_bytes(body)
-    subprocess.run(["xz", "--check=crc32", module_dir / "e1000.ko"], check=True)
-    assert (module_dir / "e1000.ko.xz").exists()
-
     done = run_hook(customize[0], tree, bin_dir)
     assert done.returncode == 0, done.stderr
-    assert (module_dir / "e1000.ko").read_bytes() == body and not (module_dir / "e1000.ko.xz").exists()
     assert (tree / "usr/sbin/update-initramfs").read_text().endswith("echo initramfs-tools\n")  # the real one
     assert (tree / "chroot.log").read_text().splitlines() == [
         "dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.xenlive"
         " --add /usr/sbin/update-initramfs",
         "dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs",
-        "depmod 6.12.0-test",  # modules.dep names the uncompressed files
         "update-initramfs -c -k all",  # then the one initramfs
     ]
 
 
 def test_a_failing_step_of_the_final_hook_fails_the_hook(fake_tree, tmp_path):
     tree, bin_dir = fake_tree
-    (bin_dir / "chroot").write_text('#!/bin/sh\n[ "$2" = depmod ] && exit 1\nexit 0\n')
-    (tree / "usr/lib/modules/6.12.0-test").mkdir(parents=True)
+    (bin_dir / "chroot").write_text('#!/bin/sh\n[ "$2" = update-initramfs ] && exit 1\nexit 0\n')
     options = rootfs.mmdebstrap_command(ctx_for(tmp_path), tree)
     customize = next(hook_body(o, "customize") for o in options if o.startswith("--customize-hook="))
     (tree / "usr/sbin/update-initramfs.xenlive").write_text("")
