@@ -320,13 +320,11 @@ def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
     accounts and services, and the trimmed kernel modules. All run inside mmdebstrap, so the
     build needs no mounts of its own. Each is a template in templates/mmdebstrap/ that renders one
     argument; values from the profile are shell-quoted here, before they reach a template."""
-
-    hook = mmdebstrap.hook
     accounts = []
     for user in guest.debian.users:
         password = shlex.quote(user.password)
         if user.name == "root":
-            accounts.append(hook("account", root=True, password=password))
+            accounts.append(mmdebstrap.hook("account", root=True, password=password))
             continue
         args = ["-m", "-s", shlex.quote(user.shell), "-p", password]
         if user.uid is not None:
@@ -335,12 +333,12 @@ def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
             args += ["-c", shlex.quote(user.comment)]
         if user.groups:
             args += ["-G", shlex.quote(",".join(user.groups))]
-        accounts.append(hook("account", root=False, args=args, user=shlex.quote(user.name)))
+        accounts.append(mmdebstrap.hook("account", root=False, args=args, user=shlex.quote(user.name)))
     return [
-        hook("initramfs", modules=DEBIAN_INITRD_MODULES),
-        hook("sync-in", overlay_dir=shlex.quote(os.fspath(overlay_dir))),
-        hook("services"),
-        hook("modules", keep=DEBIAN_KEEP_DRIVERS),
+        mmdebstrap.hook("initramfs", modules=DEBIAN_INITRD_MODULES),
+        mmdebstrap.hook("sync-in", overlay_dir=shlex.quote(os.fspath(overlay_dir))),
+        mmdebstrap.hook("services"),
+        mmdebstrap.hook("modules", keep=DEBIAN_KEEP_DRIVERS),
         *accounts,
     ]
 
