@@ -61,8 +61,8 @@ class FakeDom0:
             if guest.autostart:
                 self.write(f"etc/xen/auto/{guest.name}.cfg", f'name = "{guest.name}"\n')
 
-    def run(self, service: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["/bin/sh", str(SERVICES / service)], capture_output=True, text=True,
+    def run(self, service: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", str(SERVICES / service), *args], capture_output=True, text=True,
                               env={**self.env, **env})  # fmt: skip
 
     def shell(self, script: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ from builder.stages.guests import build_guests
 
 from .dom0_services import SERVICES, FakeDom0
 
-SERVICE_NAMES = ("guests", "hwcheck", "ready", "report", "setup")
+SERVICE_NAMES = ("guests", "hwcheck", "ready", "report", "setup", "vif-bridge")
 TRICKY = [
     "",
     "plain words",
@@ -164,6 +164,62 @@ def test_read_guest_reads_the_table_the_builder_writes(dom0: FakeDom0, tmp_path:
         "a_b-c",
         "web.1",
     ]
+
+
+# --- the guests' network interfaces: the hotplug script libxl runs -------------------------------
+
+
+@pytest.fixture
+def hotplug(dom0: FakeDom0) -> FakeDom0:
+    """A dom0 with bridge xenbr0 (MTU 1500) and fake ip and xenstore tools that log what they are told."""
+    dom0.write("sys/class/net/xenbr0/mtu", "1500\n")
+    dom0.path("sys/class/net/xenbr0/bridge").mkdir()
+    log = dom0.path("calls.log")
+    dom0.command("ip", f'echo "ip $*" >> {log}\n')
+    dom0.command("xenstore-write", f'echo "xenstore-write $*" >> {log}\n')
+    dom0.command("xenstore-read", 'case "$1" in */bridge) echo "${BRIDGE_NAME-xenbr0}" ;; *) exit 1 ;; esac\n')
+    return dom0
+
+
+def vif(dom0: FakeDom0, *args: str, **env: str) -> tuple[int, list[str]]:
+    proc = dom0.run("vif-bridge", *args, vif="vif3.0", XENBUS_PATH="backend/vif/3/0", **env)
+    calls = dom0.read("calls.log").splitlines() if dom0.path("calls.log").exists() else []
+    return proc.returncode, calls
+
+
+def test_vif_online_joins_the_bridge_with_its_mtu_and_tells_netback(hotplug: FakeDom0) -> None:
+    assert vif(hotplug, "online", "type_if=vif") == (0, [
+        "ip link set dev vif3.0 down address fe:ff:ff:ff:ff:ff mtu 1500",
+        "ip link set dev vif3.0 master xenbr0 up",
+        "xenstore-write /local/domain/3/device/vif/0/mtu 1500",
+        "xenstore-write backend/vif/3/0/hotplug-status connected",  # netback connects the guest now
+    ])  # fmt: skip
+
+
+def test_vif_to_a_missing_bridge_fails_where_libxl_reads_it(hotplug: FakeDom0) -> None:
+    code, calls = vif(hotplug, "online", "type_if=vif", BRIDGE_NAME="br-gone")
+    assert code == 1
+    assert calls == ["xenstore-write backend/vif/3/0/hotplug-error vif3.0: bridge br-gone does not exist in dom0"
+                     " backend/vif/3/0/hotplug-status error"]  # fmt: skip
+
+
+def test_the_tap_of_an_hvm_guest_joins_the_bridge_and_netback_is_not_told(hotplug: FakeDom0) -> None:
+    code, calls = vif(hotplug, "add", "type_if=tap", INTERFACE="vif3.0-emu")
+    assert code == 0
+    assert calls == ["ip link set dev vif3.0-emu down address fe:ff:ff:ff:ff:ff mtu 1500",
+                     "ip link set dev vif3.0-emu master xenbr0 up"]  # fmt: skip
+
+
+def test_vif_offline_leaves_the_bridge(hotplug: FakeDom0) -> None:
+    assert vif(hotplug, "offline", "type_if=vif") == (
+        0,
+        ["ip link set dev vif3.0 down", "ip link set dev vif3.0 nomaster"],
+    )
+
+
+def test_vif_refuses_what_libxl_never_asks(hotplug: FakeDom0) -> None:
+    assert vif(hotplug, "frobnicate")[0] == 1
+    assert hotplug.run("vif-bridge", "online").returncode == 1  # no $vif, no $XENBUS_PATH
 
 
 # --- every service: one library, every path under XENLIVE_ROOT ------------------------------------

@@ -53,6 +53,8 @@ BUSYBOX = "bin/busybox"
 DOM0_ADDRESS = "@DOM0_ADDRESS@"  # replaced by xenlive-guests at boot with dom0's address on the bridge
 HVM_DOM0_PACKAGES = ("qemu-system-xen",)  # the device model an hvm guest needs in dom0
 CONSOLE_LOG = "/var/log/xen/console/guest-{name}.log"  # where xenconsoled --log=guest writes
+# dom0's hotplug script for a guest's network interface (templates/dom0/usr/lib/xenlive/vif-bridge).
+VIF_SCRIPT = "/usr/lib/xenlive/vif-bridge"
 # /etc/xenlive/guests.tsv, one line per guest: what dom0's services read (lib.sh's read_guest).
 GUEST_COLUMNS = (
     "name",
@@ -183,7 +185,9 @@ def xl_config(profile: Profile, guest: Guest) -> str:
         ramdisk=f"{base}/initrd.img" if direct_boot and has_initrd else "",
         extra=kernel_cmdline(guest),
         disks=disk_specs(guest),
-        vif=f"mac={mac_address(profile, guest)}, bridge={bridge}" if guest.network and bridge else "",
+        vif=f"mac={mac_address(profile, guest)}, bridge={bridge}, script={VIF_SCRIPT}"
+        if guest.network and bridge
+        else "",
         boot="d" if guest.cdrom is not None else "c",
         console_log=CONSOLE_LOG.format(name=guest.name),
     )
