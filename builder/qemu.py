@@ -36,6 +36,7 @@ QEMU = "qemu-system-x86_64"
 FIRMWARE_DESCRIPTORS = Path("/usr/share/qemu/firmware")
 TCG_CPU = "qemu64,+svm"  # with -cpu max Xen boots but dom0 Linux faults early (docs/architecture.md, "Boot tests")
 READY_MARKER = "XENLIVE-READY "
+XEN_LINE = "(XEN) "  # how each of Xen's own console lines starts
 XENLIVE_LINE = "XENLIVE-"  # the start of every line xenlive's dom0 services print
 GUEST_LOG_MARKER = "XENLIVE-GUEST-LOG "  # dom0's ready service prints each guest's console log with it
 GUEST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a Xen domain name as xenlive allows it
@@ -257,6 +258,22 @@ class BootResult:
         if not isinstance(guests, dict):
             return {}
         return {name: info for name, info in guests.items() if isinstance(info, dict) and info.get("state") == "failed"}
+
+
+def ready_json(payload: str) -> tuple[str, dict[str, object] | None]:
+    """The JSON object of a XENLIVE-READY line, read from what follows the marker.
+
+    Xen writes its own lines to the same serial port as dom0 and does not wait for dom0's line to
+    end (under TCG, Xen 4.20 prints "uart interrupt taking more than 4ms, switched to polling" once,
+    whenever that happens): text after the object is ignored, and a line that a "(XEN) " line cut
+    off comes back as the part before it, to be continued with the next line. Returns (the part to
+    continue, None) for such a line, ("", the object) or ("", None) when it is not JSON."""
+    try:
+        value, _ = json.JSONDecoder().raw_decode(payload)
+    except ValueError:
+        cut = payload.find(XEN_LINE)
+        return (payload[:cut], None) if cut > 0 else ("", None)
+    return ("", value) if isinstance(value, dict) else ("", None)
 
 
 def judge_ready(ready: dict[str, object], expect_xen: bool = True) -> str | None:
@@ -526,6 +543,7 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
 
     failure: list[str] = []  # the failure line, then the lines after it that explain it
     failure_deadline = 0.0
+    ready_part = ""  # a XENLIVE-READY line that Xen's own line cut, until its rest comes
 
     def result(passed: bool, reason: str, ready: dict[str, object] | None = None) -> BootResult:
         reached = max(stages, key=stage_names.index) if stages else "firmware"
@@ -568,11 +586,13 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
                 failure = [line.replace("(XEN)", "").strip()]
                 failure_deadline = time.monotonic() + FAILURE_CONTEXT_SECONDS
                 continue
-            if READY_MARKER in line:
-                payload = line.split(READY_MARKER, 1)[1].strip()
-                try:
-                    ready = json.loads(payload)
-                except ValueError:
+            if READY_MARKER in line or ready_part:
+                rest = line.split(READY_MARKER, 1)[1].strip() if READY_MARKER in line else line.rstrip()
+                payload = ready_part + rest
+                ready_part, ready = ready_json(payload)
+                if ready_part:
+                    continue  # Xen cut the line: the rest of it is the next line
+                if ready is None:
                     return result(False, f"XENLIVE-READY line is not JSON: {payload[:200]}")
                 verdict = judge_ready(ready, expect_xen)
                 passed = "every guest is running" if expect_xen else BARE_PASS

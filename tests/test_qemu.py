@@ -117,6 +117,46 @@ def test_watch_reports_stages_and_ready(tmp_path):
     assert proc.poll() is not None
 
 
+XEN_POLLING = "(XEN) uart interrupt taking more than 4ms, switched to polling"
+
+
+@pytest.mark.parametrize("shape", ["appended", "cut"])
+def test_a_xen_line_on_the_ready_line_does_not_hide_it(tmp_path, shape):
+    """Xen writes to the serial port whenever it likes; seen under TCG: its polling notice appended to
+    the READY line, or cutting it (Xen's line ends the line, dom0's rest comes on the next)."""
+    ready = json.dumps({"profile": "p", "xen": "4.20.4", "guests": {"tiny": {"state": "running"}}})
+    at = ready.index("tiny") + 2
+    lines = {
+        "appended": [f"XENLIVE-READY {ready}{XEN_POLLING}"],
+        "cut": [f"XENLIVE-READY {ready[:at]}{XEN_POLLING}", ready[at:]],
+    }[shape]
+    proc = _fake_boot(
+        "import time\nprint('(XEN) Xen version 4.20.4', flush=True)\n"
+        + "".join(f"print({line!r}, flush=True)\n" for line in lines)
+        + "time.sleep(30)\n"
+    )
+    try:
+        result = _watch(proc, 20, tmp_path / "console.log")
+    finally:
+        qemu._terminate(proc)
+    assert result.passed, result.reason
+    assert result.ready == json.loads(ready)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ('{"guests": {}} trailing words', ("", {"guests": {}})),
+        ('{"guests": {"ti(XEN) a line of Xen\'s', ('{"guests": {"ti', None)),
+        ("not json", ("", None)),
+        ("[1, 2]", ("", None)),  # the line is an object, nothing else
+        ("(XEN) at the start", ("", None)),
+    ],
+)
+def test_ready_json(payload, expected):
+    assert qemu.ready_json(payload) == expected
+
+
 def test_watch_fails_fast_on_panic_and_keeps_tail():
     proc = _fake_boot("import time\nprint('(XEN) Xen version 4.17', flush=True)\n"
                       "print('(XEN) Panic on CPU 0:', flush=True)\n"
