@@ -35,8 +35,9 @@ from pathlib import Path
 
 from builder import cache, mmdebstrap, overlayfs
 from builder.context import BuildContext
-from builder.errors import CommandError
+from builder.errors import CommandError, ProfileError
 from builder.fsutil import remove_tree, unmount_below
+from builder.introspect import dpkg_status
 from builder.log import VERBOSE
 from builder.packages import dom0_packages
 from builder.profile import Profile
@@ -114,6 +115,22 @@ def has_lists(apt_dir: Path) -> bool:
     return any((apt_dir / "lists").glob("*_Packages*"))
 
 
+def refuse_removals(profile: Profile, upper: Path) -> None:
+    """apt removes what an extra package conflicts with (sysvinit-core takes systemd-sysv away): a
+    dom0 without one of xenlive's own packages does not boot, so that is a profile error."""
+    status = upper / "var/lib/dpkg/status"
+    if not status.is_file():
+        return  # nothing was installed: the base's status stands
+    installed = dpkg_status(upper)
+    gone = [p for p in dom0_packages(profile.dom0.suite) if p not in installed]
+    if gone:
+        raise ProfileError(
+            [f"{profile.where('dom0.packages')}: dom0.packages: installing them removes xenlive's own "
+             f"{', '.join(gone)} from dom0"],
+            hint="drop the package that conflicts with it (apt-get install -s in a Debian system says which)",
+        )  # fmt: skip
+
+
 def build_package_layer(ctx: BuildContext) -> None:
     """The layer for the profile's extra packages, and ctx.rootfs set to the merged view; nothing at
     all when the profile has none (ctx.rootfs stays the base tree)."""
@@ -146,6 +163,7 @@ def build_package_layer(ctx: BuildContext) -> None:
                 unmount_below(merged)  # the namespace took its mounts with it; this only makes sure
         remove_tree(work)
         remove_tree(merged)
+        refuse_removals(ctx.profile, upper)
         for rel in UNREPRODUCIBLE:
             path = upper / rel
             if path.is_file() and not path.is_symlink():
