@@ -33,8 +33,9 @@ OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
 UNSAFE = frozenset(",:\\")
 # Features that would record a change in xattrs only overlayfs itself reads: off, so a renamed
-# directory is copied (tools fall back to that) and a layer holds whole files.
-FIXED_OPTIONS = ("redirect_dir=off", "index=off", "metacopy=off")
+# directory is copied (tools fall back to that) and a layer holds whole files. Redirects are neither
+# written nor followed (`nofollow`, which `userxattr` requires; `off` would still follow them).
+FIXED_OPTIONS = ("redirect_dir=nofollow", "index=off", "metacopy=off")
 HINT_MOUNT = (
     "dom0.packages are installed into a layer of their own over an overlayfs mount: build as root, or "
     "without root on Linux 5.11 or later (user namespaces may mount overlayfs there), on a file system "

@@ -37,7 +37,7 @@ def mountable(tmp_path: Path) -> Path:
 def test_options_name_lowers_top_first_and_are_read_only_without_upper(tmp_path):
     opts = overlayfs.options([tmp_path / "layer", tmp_path / "base"])
     assert opts.split(",")[:2] == ["ro", f"lowerdir={tmp_path}/layer:{tmp_path}/base"]
-    assert {"redirect_dir=off", "index=off", "metacopy=off"} <= set(opts.split(","))
+    assert {"redirect_dir=nofollow", "index=off", "metacopy=off"} <= set(opts.split(","))
     assert "userxattr" not in opts
     rw = overlayfs.options([tmp_path / "base"], tmp_path / "u", tmp_path / "w", user_xattr=True)
     parts = rw.split(",")
