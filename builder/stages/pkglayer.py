@@ -68,6 +68,10 @@ UNREPRODUCIBLE = (
     "var/log/apt/eipp.log.xz",
     "var/cache/ldconfig/aux-cache",
 )
+# apt's binary caches: apt 3 (Debian 13) writes them on install even with Dir::Cache::pkgcache empty,
+# 88 MB that would double the layer's time; the base has none (mmdebstrap removes them), and apt
+# makes them again in dom0 when it needs them.
+APT_CACHES = ("var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin")
 SQUASHFS = "packages.squashfs"
 
 
@@ -88,6 +92,7 @@ def layer_key(base_key: str, packages: list[str]) -> str:
             "apt": list(APT_OPTIONS),
             "excludes": SQUASHFS_EXCLUDES,
             "reproducible": list(UNREPRODUCIBLE),
+            "left_out": list(APT_CACHES),
         }
     )
 
@@ -164,7 +169,7 @@ def build_package_layer(ctx: BuildContext) -> None:
         remove_tree(work)
         remove_tree(merged)
         refuse_removals(ctx.profile, upper)
-        for rel in UNREPRODUCIBLE:
+        for rel in (*UNREPRODUCIBLE, *APT_CACHES):
             path = upper / rel
             if path.is_file() and not path.is_symlink():
                 path.unlink()

@@ -19,8 +19,9 @@ from builder.stages.rootfs import boot_file
 
 from ..test_overlayfs import can_mount_overlay
 
+SUITE = load_profile(None).dom0.suite  # the default profile's, which the test profiles extend
 BASE_STATUS = "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\n" + "".join(
-    f"\nPackage: {p}\nStatus: install ok installed\nVersion: 1\n" for p in dom0_packages("bookworm"))  # fmt: skip
+    f"\nPackage: {p}\nStatus: install ok installed\nVersion: 1\n" for p in dom0_packages(SUITE))  # fmt: skip
 
 
 def profile_with(write_profile, packages: list[str], remove: list[str] | None = None, extra: str = ""):
@@ -41,12 +42,13 @@ def test_base_key_ignores_the_profile_s_packages_so_every_profile_of_a_suite_sha
     default = make_ctx(tmp_path, load_profile(None))
     extended = make_ctx(tmp_path, profile_with(write_profile, ["tree", "htop"]))
     assert rootfs.rootfs_key(extended) == rootfs.rootfs_key(default)
-    trixie = make_ctx(tmp_path, load_profile(write_profile("name: t\nextends: default\ndom0:\n  suite: trixie\n")))
-    assert rootfs.rootfs_key(trixie) != rootfs.rootfs_key(default)
+    other = "bookworm" if SUITE != "bookworm" else "trixie"
+    spec = write_profile(f"name: t\nextends: default\ndom0:\n  suite: {other}\n", "t.yaml")
+    assert rootfs.rootfs_key(make_ctx(tmp_path, load_profile(spec))) != rootfs.rootfs_key(default)
     cmd = rootfs.mmdebstrap_command(extended, tmp_path / "t")
     assert cmd == rootfs.mmdebstrap_command(default, tmp_path / "t")
     include = next(a for a in cmd if a.startswith("--include=")).removeprefix("--include=").split(",")
-    assert include == dom0_packages("bookworm") and "tree" not in include
+    assert include == dom0_packages(SUITE) and "tree" not in include
 
 
 def test_default_profile_keeps_its_base_key_and_build_id(tmp_path, monkeypatch):
@@ -133,13 +135,14 @@ class FakeApt:
         upper = Path(opts["upperdir"])
         packages = cmd[cmd.index("--", cmd.index("--", 14) + 1) + 1 :]
         if cmd[13] == "yes":  # apt-get update, into the shared lists
-            (Path(cmd[11]) / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("")
+            (Path(cmd[11]) / f"deb.debian.org_debian_dists_{SUITE}_main_binary-amd64_Packages").write_text("")
         files = {
             "usr/bin/tree": "#!/bin/sh\n",
             "var/lib/dpkg/status": BASE_STATUS + "".join(
                 f"\nPackage: {p}\nStatus: install ok installed\nVersion: 1.0\n" for p in packages),
             "boot/initrd.img-6.1.0-1-amd64": "initrd with the package's hook",  # update-initramfs ran
             "var/log/dpkg.log": "this run's log\n",
+            "var/cache/apt/pkgcache.bin": "apt 3 writes it anyway",
             "etc/conf.d/kept": "layer\n",
         }  # fmt: skip
         for rel, text in files.items():
@@ -178,6 +181,7 @@ def test_layer_is_made_cached_and_read_through_the_merged_view(layered, tmp_path
         assert (view / "etc/conf.d/kept").read_text() == "layer\n"
         assert not (view / "etc/conf.d/old").exists()  # the opaque directory hides it, as a whiteout now
         assert (view / "var/log/dpkg.log").read_text() == "base log\n"  # not the run's
+        assert not (view / "var/cache/apt/pkgcache.bin").exists()  # nor apt's binary cache
         entry = ctx.packages_squashfs.parent
         assert (entry / "tree/etc/conf.d/old").is_char_device()
         assert ctx.cache_hits["packages"] is False and ctx.packages_key == entry.name
@@ -247,7 +251,7 @@ def test_check_reads_the_cached_base_or_the_merged_view_of_base_and_layer(layere
 def test_a_package_that_takes_one_of_xenlive_s_away_is_refused_naming_it(tmp_path, write_profile):
     profile = profile_with(write_profile, ["sysvinit-core"])
     upper = tmp_path / "upper"
-    own = dom0_packages("bookworm")
+    own = dom0_packages(profile.dom0.suite)
     (upper / "var/lib/dpkg").mkdir(parents=True)
     blocks = [f"Package: {p}\nStatus: install ok installed\nVersion: 1\n" for p in own if p != "systemd-sysv"]
     (upper / "var/lib/dpkg/status").write_text("\n".join(blocks))

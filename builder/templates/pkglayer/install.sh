@@ -10,6 +10,7 @@
 # layer; UPDATE is "yes" when LISTS has no lists yet. Package names come from the profile and were
 # checked against Debian's pattern; they follow apt-get's own `--`.
 set -eu
+set -f  # no pathname expansion: the dpkg options hold patterns (path-exclude=/usr/share/man/*)
 
 options=$1 merged=$2 lists=$3 archives=$4 update=$5
 shift 5
