@@ -61,7 +61,7 @@ def test_default_profile_keeps_its_base_key_and_build_id(tmp_path, monkeypatch):
     rootfs.rootfs_key(ctx)
     dom0 = ctx.profile.dom0
     assert seen[-1]["packages"] == sorted(dom0_packages(dom0.suite, dom0.packages))  # type: ignore[index]
-    assert set(seen[-1]) <= {"stage", "suite", "mirror", "packages", "excludes", "dpkg", "mode"}  # type: ignore[arg-type]
+    assert set(seen[-1]) <= {"stage", "suite", "mirror", "packages", "excludes", "dpkg", "hooks", "mode"}  # type: ignore[arg-type]
     assert pkglayer.extra_packages(ctx.profile) == []
     from builder.profile import to_data
 
