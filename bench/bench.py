@@ -4,6 +4,7 @@
     python bench/bench.py build [--runs N] [--cold]   build times, rebuilds, mastering vs xorriso, memory
     python bench/bench.py boot  [--runs N] [--firmware F] [--media M] [ISO]
                                                      boot-to-READY per stage under QEMU
+    python bench/bench.py packages [--runs N]         rebuild after adding a second dom0 package
 
 The machine is shared and noisy: quote medians, and compare with xorriso in the same run.
 """
@@ -111,6 +112,49 @@ def _mastering(profile, out: Path, cache_dir: Path, runs: int) -> dict[str, obje
     }
 
 
+SECOND_PACKAGES = ("htop", "ncdu", "less", "file", "lsof")  # small, each a new layer over the same base
+
+
+def bench_packages(runs: int) -> dict[str, object]:
+    """The default profile with one extra package (tree), built once so its base and layer are cached;
+    then rebuilt with a second package, a different one each run, so each run makes a new package
+    layer over the same cached base. A layer left by an earlier bench run is removed first (only that
+    entry), so every run really makes its layer; apt's shared downloads are kept, as between edits."""
+    import dataclasses
+
+    from builder.stages.pkglayer import extra_packages, layer_key
+
+    if runs > len(SECOND_PACKAGES):
+        raise SystemExit(f"at most {len(SECOND_PACKAGES)} runs: one second package each")
+    default = load_profile(None)
+
+    def with_packages(*names: str):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(default, dom0=dataclasses.replace(default.dom0, packages=names))
+
+    cache_dir = cache_root()
+    out = Path(tempfile.mkdtemp(prefix="xenlive-bench-"))
+    totals, layers = [], []
+    try:
+        first = build(with_packages("tree"), out / "one.iso", cache_dir)
+        base_key = rootfs_key(first)
+        for second in SECOND_PACKAGES[:runs]:
+            profile = with_packages("tree", second)
+            key = layer_key(base_key, extra_packages(profile))
+            for entry in cache.entries(cache_dir):
+                if entry.kind == "packages" and entry.key == key:
+                    cache.remove(cache_dir, entry)
+            start = time.perf_counter()
+            ctx = build(profile, out / "two.iso", cache_dir)
+            totals.append(time.perf_counter() - start)
+            layers.append(ctx.timings["dom0 packages layer"])
+            assert ctx.cache_hits == {**ctx.cache_hits, "rootfs": True, "packages": False}, ctx.cache_hits
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"runs": runs, "first_package": "tree", "second_packages": list(SECOND_PACKAGES[:runs]),
+            "rebuild_second_package_s": median(totals), "all_s": [round(t, 1) for t in totals],
+            "package_layer_step_s": median(layers)}  # fmt: skip
+
+
 def bench_boot(runs: int, iso: Path | None, firmware: str = "bios", media: str = "cdrom") -> dict[str, object]:
     if iso is None:
         iso = Path(tempfile.mkdtemp(prefix="xenlive-bench-")) / "default.iso"
@@ -139,12 +183,16 @@ def main() -> None:
     t.add_argument("--firmware", choices=[f.value for f in Firmware], default="bios")
     t.add_argument("--media", choices=[m.value for m in qemu.MediaKind], default="cdrom")
     t.add_argument("iso", nargs="?", type=Path)
+    p = sub.add_parser("packages")
+    p.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     if args.what == "build":
         result = bench_build(args.runs, args.cold)
+    elif args.what == "packages":
+        result = bench_packages(args.runs)
     else:
         result = bench_boot(args.runs, args.iso, args.firmware, args.media)
     print(json.dumps({"benchmark": args.what, **result}, indent=2))

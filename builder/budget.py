@@ -24,6 +24,7 @@ BASE_PARTS = {
 }
 OTHER_HINTS = {
     medium.BASE_LAYER: "the dom0 base layer",
+    medium.PACKAGES_LAYER: "the package layer: dom0.packages (fewer, or dom0.remove_packages)",
     medium.TOP_LAYER: "the top layer: overlays, files, settings",
     medium.INITRD: "dom0's initramfs (all storage drivers, so it boots on any machine)",
     medium.KERNEL: "dom0's kernel",
@@ -48,7 +49,7 @@ def contributors(ctx: BuildContext) -> list[tuple[str, int, str]]:
             size, _ = rows.get("boot loaders and the rest", (0, ""))
             rows["boot loaders and the rest"] = (size + path.stat().st_size, "ISOLINUX, GRUB, manifest")
     base = ctx.staging / medium.BASE_LAYER
-    tree = ctx.rootfs
+    tree = ctx.base_tree or ctx.rootfs  # the base layer's parts (the package layer has a row of its own)
     if base.is_file() and tree is not None and tree.is_dir():
         ratio = base.stat().st_size / max(1, tree_size(tree))  # squashfs compression, applied evenly
         sizes: dict[str, int] = {}  # each part's size, measured once; a part named earlier is not counted twice

@@ -132,6 +132,18 @@ def use(cache_dir: Path, kind: str, key: str, make: Callable[[Path], list[str]])
         yield entry, cached
 
 
+@contextlib.contextmanager
+def shared_dir(cache_dir: Path, kind: str, key: str) -> Iterator[Path]:
+    """An entry that builds write into rather than make once (apt's package lists and downloads,
+    stages/pkglayer.py): made empty and sealed with no files the first time, kept from `cache
+    clear`/`prune` by its use lock like any entry, and written by one build at a time, under its write
+    lock `.KEY.write` (taken after the make and use locks, so the order above still holds)."""
+    with use(cache_dir, kind, key, lambda tmp: []) as (entry, _cached):
+        with _held(_lock_file(cache_dir, kind, key, "write")) as write_lock:
+            _wait(write_lock, fcntl.LOCK_EX, f"waiting for another build writing {kind} ({key})")
+            yield entry
+
+
 def _make(entry: Path, make: Callable[[Path], list[str]], use_lock: int) -> None:
     """Make the entry under a temporary name, then put it in place once no build uses the old one."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}{TEMPORARY}", dir=entry.parent))

@@ -39,8 +39,13 @@ class BuildContext:
     cache_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
-    rootfs: Path | None = None  # the dom0 base tree (inside a cache entry), set by the rootfs stage
+    # dom0's tree as the later stages read it: the base tree (inside a cache entry), or, when the profile
+    # has extra packages, the merged view of base and package layer (stages/pkglayer.py)
+    rootfs: Path | None = None
+    base_tree: Path | None = None  # the dom0 base tree alone, set by the rootfs stage
     base_squashfs: Path | None = None
+    packages_squashfs: Path | None = None  # the package layer's squashfs, when there is one
+    packages_key: str = ""  # its cache key
     build_id: str = ""  # names the medium, so GRUB finds this ISO and not another one
     output_sha256: str = ""  # set once the ISO is written
     platform: dict[str, Any] = field(default_factory=dict)  # Xen, kernel, live-boot as built (manifest "dom0")

@@ -11,6 +11,7 @@ XEN = "boot/xen.gz"
 KERNEL = "live/vmlinuz"  # dom0's kernel
 INITRD = "live/initrd.img"  # dom0's initramfs (live-boot)
 BASE_LAYER = "live/10-base.squashfs"  # live-boot stacks every live/*.squashfs, later names on top
+PACKAGES_LAYER = "live/15-packages.squashfs"  # the profile's extra dom0 packages; only when it has some
 TOP_LAYER = "live/20-custom.squashfs"
 GUESTS = "guests"  # guests/NAME/: each guest's kernel, initrd and disk
 MANIFEST = "xenlive/manifest.json"

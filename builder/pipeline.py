@@ -22,11 +22,12 @@ from builder.introspect import dom0_platform
 from builder.log import step
 from builder.profile import Firmware, Profile, to_data
 from builder.run import require_tools
-from builder.stages import boot, guests, rootfs
+from builder.stages import boot, guests, pkglayer, rootfs
 from builder.stages.boot import install_bootloaders
 from builder.stages.customize import customize
 from builder.stages.guests import build_guests
 from builder.stages.iso import master_iso
+from builder.stages.pkglayer import build_package_layer
 from builder.stages.rootfs import build_rootfs
 from builder.stages.squash import squash
 from builder.stages.xen import install_xen, kernel_version, package_versions, xen_version
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 def required_tools(profile: Profile) -> list[str]:
     tools = list(rootfs.REQUIRED_TOOLS)
+    if pkglayer.extra_packages(with_guest_dom0_packages(profile)):
+        tools += pkglayer.REQUIRED_TOOLS
     for firmware in profile.media.boot:
         tools += boot.REQUIRED_TOOLS[Firmware(firmware)]
     return tools + guests.required_tools(profile)
@@ -57,9 +60,12 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
             gate(ctx, ignore_checks, built=False)
         with step("dom0 base system", ctx.timings):
             build_rootfs(ctx)
+        if pkglayer.extra_packages(profile):
+            with step("dom0 packages layer", ctx.timings):
+                build_package_layer(ctx)
         with step("hardware checks (built files)", ctx.timings):
             gate(ctx, ignore_checks, built=True)
-        ctx.build_id = cache.input_hash({"profile": to_data(profile), "rootfs": rootfs.rootfs_key(ctx)})
+        ctx.build_id = build_id(ctx)
         with step("Xen and dom0 kernel", ctx.timings):
             install_xen(ctx)
         with step("customize dom0", ctx.timings):
@@ -81,6 +87,15 @@ def build(profile: Profile, output: Path, cache_dir: Path, ignore_checks: tuple[
     return ctx
 
 
+def build_id(ctx: BuildContext) -> str:
+    """Names the medium: the profile and the cached dom0 it was built from (the package layer's key
+    only where there is one, so a profile without extra packages keeps its id)."""
+    inputs = {"profile": to_data(ctx.profile), "rootfs": rootfs.rootfs_key(ctx)}
+    if ctx.packages_key:
+        inputs["packages"] = ctx.packages_key
+    return cache.input_hash(inputs)
+
+
 def check_medium(ctx: BuildContext, size: int, what: str, ignore: tuple[str, ...]) -> None:
     """The image-fits-medium rule on what has been staged or mastered, with the contributors table."""
     facts = ProfileFacts(medium_bytes=size, medium_what=what, medium_parts=lambda: contributors(ctx))
@@ -88,8 +103,8 @@ def check_medium(ctx: BuildContext, size: int, what: str, ignore: tuple[str, ...
 
 
 def with_guest_dom0_packages(profile: Profile) -> Profile:
-    """dom0's packages plus what its guests need (qemu-system-xen for hvm guests only), so a profile
-    without such guests keeps the smaller, already cached dom0."""
+    """dom0's packages plus what its guests need (qemu-system-xen for hvm guests only); they go into
+    the package layer (stages/pkglayer.py), so a profile without such guests has none."""
     extra = [p for p in guests.guest_dom0_packages(profile) if p not in profile.dom0.packages]
     if not extra:
         return profile

@@ -288,3 +288,20 @@ def test_cache_cli_ls_prune_clear(tmp_path, monkeypatch):
     assert [e.key for e in cache.entries(tmp_path)] == ["k1"]
     assert runner.invoke(cli, ["cache", "clear"]).exit_code == 0
     assert cache.entries(tmp_path) == []
+
+
+def test_shared_dir_is_a_sealed_entry_written_by_one_build_at_a_time(tmp_path):
+    with cache.shared_dir(tmp_path, "apt", "k1") as entry:
+        (entry / "lists").mkdir()
+        (entry / "lists/Packages").write_text("kept\n")
+        write_lock = os.open(tmp_path / "apt/.k1.write", os.O_RDWR)
+        try:
+            assert not cache._try(write_lock, fcntl.LOCK_EX)  # another writer would wait
+        finally:
+            os.close(write_lock)
+        assert not cache.remove(tmp_path, next(e for e in cache.entries(tmp_path) if e.kind == "apt"))  # in use
+    with cache.shared_dir(tmp_path, "apt", "k1") as again:
+        assert again == entry and (again / "lists/Packages").read_text() == "kept\n"  # not made anew
+    (found,) = [e for e in cache.entries(tmp_path) if e.kind == "apt"]
+    assert found.complete
+    assert cache.remove(tmp_path, found) and not entry.exists()  # clear and prune may take it when unused

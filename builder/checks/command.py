@@ -11,7 +11,7 @@ import json
 import click
 
 from builder.checks import all_checks, run_checks
-from builder.checks.facts import cached_tree, gather
+from builder.checks.facts import cached_dom0, gather
 from builder.checks.gate import build_targets, skipped
 from builder.checks.host import host_target
 from builder.checks.report import as_json as report_json
@@ -33,9 +33,9 @@ def run_check_command(profile_spec: str | None, names: tuple[str, ...], *, host:
         targets.append(host_target())
     if not targets:
         targets = build_targets(profile)
-    found = cached_tree(profile, cache_root())
-    facts = gather(profile, found, cache_dir=cache_root())
-    report = run_checks(profile, targets, facts, skip=skipped(profile, ()))
+    with cached_dom0(profile, cache_root()) as found:  # facts read files lazily: check while it is there
+        facts = gather(profile, found, cache_dir=cache_root())
+        report = run_checks(profile, targets, facts, skip=skipped(profile, ()))
     if as_json:
         click.echo(json.dumps(report_json(report, profile.name), indent=2))
     else:

@@ -12,9 +12,12 @@ guests stage, so the pipeline checks guests once more then (gate.guests_unknown 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from builder import cache
@@ -118,10 +121,7 @@ def _kernel(path: Path) -> KernelFacts:
 
 
 def cached_tree(profile: Profile, cache_dir: Path) -> Path | None:
-    """The dom0 tree a previous build of this profile left in the cache, if any.
-
-    `xenlive check` uses it, so checks that need built files can answer without a new build.
-    """
+    """The dom0 base tree a previous build of this profile's suite and mirror left in the cache, if any."""
     from builder.stages.rootfs import rootfs_key
 
     probe = BuildContext(profile=profile, output=Path("unused.iso"), workdir=cache_dir, cache_dir=cache_dir)
@@ -130,3 +130,33 @@ def cached_tree(profile: Profile, cache_dir: Path) -> Path | None:
     if not sealed or not (entry / "tree").is_dir():
         return None
     return entry / "tree"
+
+
+@contextlib.contextmanager
+def cached_dom0(profile: Profile, cache_dir: Path) -> Iterator[Path | None]:
+    """dom0 as a previous build of this profile left it in the cache: the base tree, or for a profile
+    with extra packages the merged view of the base and its cached package layer, mounted while the
+    with-block runs (an overlayfs mount: as root only; otherwise None, as when nothing is cached).
+
+    `xenlive check` uses it, so checks that need built files can answer without a new build.
+    """
+    from builder.overlayfs import merged_view
+    from builder.stages.pkglayer import extra_packages, layer_key
+    from builder.stages.rootfs import rootfs_key
+
+    base = cached_tree(profile, cache_dir)
+    packages = extra_packages(profile)
+    if base is None or not packages:
+        yield base
+        return
+    probe = BuildContext(profile=profile, output=Path("unused.iso"), workdir=cache_dir, cache_dir=cache_dir)
+    layer = cache_dir / "packages" / layer_key(rootfs_key(probe), packages)
+    if not (layer / cache.SEAL).exists() or not (layer / "tree").is_dir():
+        yield None
+        return
+    if os.geteuid() != 0:
+        log.info("dom0's package layer is cached, but reading it needs an overlayfs mount: run as root to use it")
+        yield None
+        return
+    with cache.workspace(cache_dir) as work, merged_view([layer / "tree", base], work, "the cached dom0") as tree:
+        yield tree

@@ -1,8 +1,9 @@
-"""The dom0 base system: mmdebstrap of Debian, and its base squashfs layer.
+"""The dom0 base system: mmdebstrap of Debian with xenlive's own package list, and its base squashfs layer.
 
-Both are cached together, keyed by suite, mirror and package list, so a profile whose package
-list did not change reuses them. Xen, the kernel and the initrd are later taken from this tree's
-/boot, so the hypervisor, kernel, modules and tools always come from the same packages.
+Both are cached together, keyed by suite, mirror and xenlive's package list (never the profile's),
+so every profile of a suite shares them; the profile's own packages are a layer over this one
+(stages/pkglayer.py). Xen, the kernel and the initrd are later taken from dom0's /boot, so the
+hypervisor, kernel, modules and tools always come from the same packages.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ DPKG_OPTIONS = [
 
 
 def rootfs_key(ctx: BuildContext) -> str:
-    """The cache key of the dom0 base. mmdebstrap's unshare mode (a build without root) leaves /dev
+    """The cache key of the dom0 base: what it was before the package layer, for a profile without
+    extra packages, so those keep their cached base. mmdebstrap's unshare mode (a build without root) leaves /dev
     empty where root mode makes device nodes (devtmpfs covers /dev at boot either way): its trees
     are keyed apart, and root's keys stay what they were."""
     dom0 = ctx.profile.dom0
@@ -49,7 +51,7 @@ def rootfs_key(ctx: BuildContext) -> str:
         "stage": STAGE_VERSION,
         "suite": dom0.suite,
         "mirror": dom0.mirror,
-        "packages": sorted(dom0_packages(dom0.suite, dom0.packages)),
+        "packages": sorted(dom0_packages(dom0.suite)),
         "excludes": MEDIUM_FILES,
         "dpkg": DPKG_OPTIONS,
         "hooks": dom0_hooks(),  # rendered: an edited hook template rebuilds the tree
@@ -61,7 +63,7 @@ def rootfs_key(ctx: BuildContext) -> str:
 
 def mmdebstrap_command(ctx: BuildContext, target: Path) -> list[str]:
     dom0 = ctx.profile.dom0
-    packages = dom0_packages(dom0.suite, dom0.packages)
+    packages = dom0_packages(dom0.suite)
     return mmdebstrap.mmdebstrap_command(
         suite=dom0.suite,
         mirror=dom0.mirror,
@@ -127,7 +129,7 @@ def build_rootfs(ctx: BuildContext) -> None:
     ctx.cache_hits["rootfs"] = cached
     if cached:
         log.log(VERBOSE, "    reusing cached dom0 base %s", key)
-    ctx.rootfs = entry / "tree"
+    ctx.base_tree = ctx.rootfs = entry / "tree"
     ctx.base_squashfs = entry / "base.squashfs"
 
 
