@@ -15,11 +15,16 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import CommandError, ProfileError
 from builder.log import Meter, progress
+from builder.run import run
 from builder.templating import render
 from builder.userns import in_initial_namespace
+
+if TYPE_CHECKING:
+    from builder.profile import Profile
 
 # What apt says, in mmdebstrap's first second or so, when the suite or a package is not there.
 NO_SUITE = re.compile(r"does not have a Release file|The repository .* is not signed")
@@ -55,6 +60,19 @@ def hook(template: str, **context: object) -> str:
     """One mmdebstrap hook option from builder/templates/mmdebstrap/TEMPLATE.j2, which renders one
     argument. Values from a profile must be shell-quoted before they reach the template."""
     return render(f"mmdebstrap/{template}.j2", **context).removesuffix("\n")
+
+
+def run_for_dom0(command: list[str], *, profile: Profile, key: str, epoch: int, label: str) -> None:
+    """Run mmdebstrap, or apt over dom0's tree, with apt's progress shown as LABEL. A failure that the
+    profile's suite or packages caused is raised as a profile error naming KEY (explain())."""
+    dom0 = profile.dom0
+    try:
+        run(command, env={"SOURCE_DATE_EPOCH": str(epoch)}, output=AptProgress(label))
+    except CommandError as e:
+        bad = explain(e, suite=dom0.suite, mirror=dom0.mirror, where=profile.where(key), key=key)
+        if bad is None:
+            raise
+        raise bad from e
 
 
 def explain(error: CommandError, *, suite: str, mirror: str, where: str, key: str) -> ProfileError | None:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from builder import cache, mmdebstrap, overlayfs
 from builder.context import BuildContext
-from builder.errors import CommandError, ProfileError
+from builder.errors import ProfileError
 from builder.fsutil import remove_tree, unmount_below
 from builder.introspect import dpkg_status
 from builder.log import VERBOSE
@@ -156,14 +156,8 @@ def build_package_layer(ctx: BuildContext) -> None:
             command = install_command(base=base, upper=upper, work=work, merged=merged, apt_dir=apt_dir,
                                       packages=packages, update=not has_lists(apt_dir))  # fmt: skip
             try:
-                run(command, env={"SOURCE_DATE_EPOCH": str(ctx.epoch)}, output=mmdebstrap.AptProgress("dom0 packages"))
-            except CommandError as e:
-                dom0 = ctx.profile.dom0
-                where = ctx.profile.where("dom0.packages")
-                bad = mmdebstrap.explain(e, suite=dom0.suite, mirror=dom0.mirror, where=where, key="dom0.packages")
-                if bad is None:
-                    raise
-                raise bad from e
+                mmdebstrap.run_for_dom0(command, profile=ctx.profile, key="dom0.packages", epoch=ctx.epoch,
+                                        label="dom0 packages")  # fmt: skip
             finally:
                 unmount_below(merged)  # the namespace took its mounts with it; this only makes sure
         remove_tree(work)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from builder import cache, mmdebstrap
 from builder.context import BuildContext
-from builder.errors import CommandError, XenliveError
+from builder.errors import XenliveError
 from builder.fsutil import unmount_below
 from builder.log import VERBOSE, Meter
 from builder.packages import dom0_packages
@@ -107,16 +107,9 @@ def build_rootfs(ctx: BuildContext) -> None:
 
     def make(tmp: Path) -> list[str]:
         log.log(VERBOSE, "    mmdebstrap %s from %s", ctx.profile.dom0.suite, ctx.profile.dom0.mirror)
-        dom0 = ctx.profile.dom0
         try:
-            run(mmdebstrap_command(ctx, tmp / "tree"), env={"SOURCE_DATE_EPOCH": str(ctx.epoch)},
-                output=mmdebstrap.AptProgress("dom0"))  # fmt: skip
-        except CommandError as e:
-            where = ctx.profile.where("dom0.suite")
-            bad = mmdebstrap.explain(e, suite=dom0.suite, mirror=dom0.mirror, where=where, key="dom0.suite")
-            if bad is None:
-                raise
-            raise bad from e
+            mmdebstrap.run_for_dom0(mmdebstrap_command(ctx, tmp / "tree"), profile=ctx.profile, key="dom0.suite",
+                                    epoch=ctx.epoch, label="dom0")  # fmt: skip
         finally:
             unmount_below(tmp / "tree")
         log.log(VERBOSE, "    mksquashfs (zstd)")

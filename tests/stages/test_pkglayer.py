@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import cache
+from builder import cache, mmdebstrap
 from builder.context import BuildContext
 from builder.errors import CommandError, ProfileError
 from builder.introspect import dpkg_status
@@ -161,7 +161,8 @@ def layered(tmp_path, write_profile, monkeypatch):
     ctx = make_ctx(tmp_path, profile_with(write_profile, ["tree"]))
     ctx.base_tree = ctx.rootfs = fake_base(tmp_path / "base")
     fake = FakeApt(pkglayer.run)
-    monkeypatch.setattr(pkglayer, "run", fake)
+    monkeypatch.setattr(pkglayer, "run", fake)  # mksquashfs passes through to the real one
+    monkeypatch.setattr(mmdebstrap, "run", fake)  # apt over the base, through mmdebstrap.run_for_dom0
     yield ctx, fake
     ctx.holds.close()
 
@@ -218,7 +219,7 @@ def test_a_package_the_suite_lacks_is_a_profile_error_naming_it(tmp_path, write_
     def apt_fails(cmd, **kwargs):  # type: ignore[no-untyped-def]
         raise CommandError(cmd, 100, "E: Unable to locate package no-such-package")
 
-    monkeypatch.setattr(pkglayer, "run", apt_fails)
+    monkeypatch.setattr(mmdebstrap, "run", apt_fails)
     with ctx.holds, pytest.raises(ProfileError) as info:
         pkglayer.build_package_layer(ctx)
     message = str(info.value)
