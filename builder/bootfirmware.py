@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from builder.profile.model import Firmware
 
-# Why Xen does not start from 32-bit UEFI, read from Xen 4.17's xen/arch/x86/boot/head.S and
-# checked by booting Debian's xen-hypervisor-4.17-amd64 from GRUB i386-efi on ovmf-ia32 with a
+# Why Xen does not start from 32-bit UEFI, read from xen/arch/x86/boot/head.S (the same in Xen 4.17
+# and 4.20) and checked by booting Debian's xen-hypervisor-4.17-amd64 from GRUB i386-efi on ovmf-ia32 with a
 # 64-bit CPU: xen.efi is an x86-64 PE image, which 32-bit firmware cannot load; the multiboot2
 # entry halts as soon as the boot loader hands it a 32-bit EFI system table (GRUB i386-efi does,
 # it cannot use Xen's 64-bit EFI entry), printing the message below; and GRUB's multiboot (v1),
@@ -32,7 +32,7 @@ from builder.profile.model import Firmware
 # Xen silent: not one line on the serial console in 300 s. So there: "Linux without Xen" (Debian's
 # amd64 kernel has CONFIG_EFI_MIXED, and boots from GRUB i386-efi).
 XEN_ON_IA32 = (
-    "Xen 4.17 cannot start from 32-bit UEFI: its multiboot2 entry stops with"
+    "Xen cannot start from 32-bit UEFI: its multiboot2 entry stops with"
     ' "ERR: EFI IA-32 platforms are not supported!" and xen.efi is a 64-bit program the firmware cannot load'
 )
 XEN_STARTS = {Firmware.BIOS: True, Firmware.UEFI: True, Firmware.UEFI_IA32: False}

@@ -93,7 +93,7 @@ def test_check_on_32_bit_uefi_says_only_linux_starts(env: dict[str, str]) -> Non
     proc = xenlive(env, "check", "default", "--target", "asus-t100ta", "--target", "apple-macbookpro2-2")
     assert proc.returncode == 3
     baytrail = ("  ERROR    firmware-modes: on this machine's 32-bit UEFI without a CSM the medium starts only"
-                ' "Linux without Xen", without the guests: Xen 4.17 cannot start from 32-bit UEFI')  # fmt: skip
+                ' "Linux without Xen", without the guests: Xen cannot start from 32-bit UEFI')  # fmt: skip
     assert baytrail in proc.stdout
     assert "  note     firmware-modes: starts Xen through the CSM (legacy BIOS boot)" in proc.stdout  # the Mac
     assert "error: error-level checks failed on 1 of 2 targets: asus-t100ta" in proc.stderr

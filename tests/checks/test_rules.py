@@ -179,7 +179,7 @@ def test_firmware_modes_messages_and_remedies(profile) -> None:  # type: ignore[
     (baytrail,) = findings("firmware-modes", default, make_target(firmware=MACHINES["uefi-ia32"]))
     assert baytrail.message.startswith(
         'on this machine\'s 32-bit UEFI without a CSM the medium starts only "Linux without Xen", without the guests:'
-        ' Xen 4.17 cannot start from 32-bit UEFI: its multiboot2 entry stops with "ERR: EFI IA-32 platforms'
+        ' Xen cannot start from 32-bit UEFI: its multiboot2 entry stops with "ERR: EFI IA-32 platforms'
     )
     assert baytrail.remedy.startswith("use a machine with 64-bit UEFI or BIOS")
     (mac,) = findings("firmware-modes", default, make_target(firmware=MACHINES["uefi-ia32+csm"]))
