@@ -44,8 +44,8 @@ DPKG_OPTIONS = [
 def rootfs_key(ctx: BuildContext) -> str:
     """The cache key of the dom0 base: suite, mirror, xenlive's package list and the rendered hooks,
     never the profile's packages, so every profile of a suite shares it. mmdebstrap's unshare mode
-    (a build without root) leaves /dev empty where root mode makes device nodes (devtmpfs covers /dev at boot either way): its trees
-    are keyed apart, and root's keys stay what they were."""
+    (a build without root) leaves /dev empty where root mode makes device nodes (devtmpfs covers
+    /dev at boot either way): its trees are keyed apart."""
     dom0 = ctx.profile.dom0
     inputs = {
         "stage": STAGE_VERSION,
