@@ -16,6 +16,11 @@ def test_host_tool_table_names_packages():
     assert "python3-venv" in host_packages()
 
 
+def test_host_tool_table_names_each_tool_once():
+    names = [t.name for t in host_tools()]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
 def test_missing_tool_names_tool_and_package(monkeypatch):
     monkeypatch.setattr(run_mod.shutil, "which", lambda name: None)
     with pytest.raises(MissingToolError) as info:
