@@ -21,6 +21,8 @@ AUTO_DIR=$XENLIVE_ROOT/etc/xen/auto
 RUN_DIR=$XENLIVE_ROOT/run/xenlive
 GUESTS_DIR=$RUN_DIR/guests
 HWCHECK_DIR=$RUN_DIR/hwcheck
+PERSIST_DIR=$RUN_DIR/persistence        # the stick's persistence partition, when one is in use
+PERSIST_STATE=$RUN_DIR/persistence.state  # first line: on, off, or fresh (/usr/lib/xenlive/persist)
 MEDIUM=$XENLIVE_ROOT/run/live/medium
 XEN_LOG_DIR=$XENLIVE_ROOT/var/log/xen
 CONSOLE_LOG_DIR=$XEN_LOG_DIR/console
@@ -73,6 +75,11 @@ json_string() {
 # command line), which starts no guest.
 safe_mode() {
     grep -qwF -- xenlive.safe "$CMDLINE" 2>/dev/null
+}
+
+# Whether the stick's persistence partition is mounted read-write at $PERSIST_DIR for this boot.
+persistence_on() {
+    [ "$(sed -n 1p "$PERSIST_STATE" 2>/dev/null)" = on ]
 }
 
 # dom0's IPv4 address on the bridge (ADDRESS/PREFIX), or nothing.
