@@ -317,12 +317,20 @@ def verify(iso: Path, sha256: str | None, as_json: bool) -> None:
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (needed when stdin is not a terminal).")
 @click.option("--no-verify", is_flag=True, help="Skip reading the medium back and comparing sha256.")
 @click.option("--force", is_flag=True, help="Allow a disk that is not removable (never the system disk).")
+@click.option(
+    "--persistence",
+    metavar="SIZE|rest",
+    help="Add a persistence partition after the image (ext4, label persistence): SIZE such as 4G, "
+    "or rest for the rest of the stick. dom0 keeps the profile's persist paths and guests there.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_output_options
-def burn(iso: Path, target: str, yes: bool, no_verify: bool, force: bool, as_json: bool) -> None:
+def burn(iso: Path, target: str, yes: bool, no_verify: bool, force: bool, persistence: str | None,
+         as_json: bool) -> None:  # fmt: skip
     """Write ISO to TARGET: a USB stick or SD card (/dev/sdX), a CD/DVD drive (/dev/srN),
     an image file, or stdio:FILE (an image file written through the CD/DVD path)."""
-    commands.burn_command(iso, target, yes=yes, no_verify=no_verify, force=force, as_json=as_json)
+    commands.burn_command(iso, target, yes=yes, no_verify=no_verify, force=force, persistence=persistence,
+                          as_json=as_json)  # fmt: skip
 
 
 @cli.command()

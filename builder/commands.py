@@ -228,7 +228,8 @@ def verify_command(iso: Path, sha256: str | None, as_json: bool) -> None:
 BURN_PHASES = {"write": "writing {target}", "verify": "reading {target} back"}
 
 
-def burn_command(iso: Path, target: str, *, yes: bool, no_verify: bool, force: bool, as_json: bool) -> None:
+def burn_command(iso: Path, target: str, *, yes: bool, no_verify: bool, force: bool, as_json: bool,
+                 persistence: str | None = None) -> None:  # fmt: skip
     """`xenlive burn`: confirm, write and read back, with a step (and on a terminal, a progress bar)
     for the write and for the read-back."""
     from builder import media
@@ -246,7 +247,8 @@ def burn_command(iso: Path, target: str, *, yes: bool, no_verify: bool, force: b
         return answer.strip().lower() == "yes"
 
     with _phases(target) as progress:
-        result = media.burn(iso, target, confirm=confirm, force=force, verify=not no_verify, progress=progress)
+        result = media.burn(iso, target, confirm=confirm, force=force, verify=not no_verify, progress=progress,
+                            persist=persistence)  # fmt: skip
     if as_json:
         _echo_json(result.as_dict())
     else:

@@ -273,3 +273,87 @@ def gpt_regions(which: str, header_at: int, entries_at: int, entries: int = 128)
         for i in range(entries)
     ]
     return regions
+
+
+# A stick's persistence partition (`xenlive burn --persistence`), after the image: a Linux file
+# system partition in both tables, with the backup GPT moved to the end of the disk.
+LINUX_FS_TYPE = bytes.fromhex("af3dc60f838472478e793d69d8477de4")  # 0FC63DAF-8483-4772-8E79-3D69D8477DE4
+MBR_LINUX = 0x83
+PERSISTENCE_NAME = "persistence"
+ALIGN = 1 << 20  # partitions start and end on a MiB, as partitioning tools do
+MBR_MAX_SECTORS = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class PersistenceLayout:
+    """Where a persistence partition goes on a disk of `disk_bytes` holding an image of `image_bytes`."""
+
+    image_bytes: int
+    disk_bytes: int
+    start: int  # bytes, the partition's first byte
+    end: int  # bytes, exclusive
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def backup_gpt_at(self) -> int:
+        return self.disk_bytes - BACKUP_GPT_BYTES
+
+
+def persistence_layout(image_bytes: int, *, size: int | None, disk_bytes: int | None) -> PersistenceLayout:
+    """The partition after the image: `size` bytes, or (size None) the rest of a disk of `disk_bytes`.
+
+    Without a disk size (an image file), the disk is made just large enough. Raises ValueError with
+    a message naming the sizes when it does not fit.
+    """
+    start = -(-image_bytes // ALIGN) * ALIGN
+    if size is None:
+        if disk_bytes is None:
+            raise ValueError("the rest of the disk needs a disk: give a size for an image file")
+        end = (disk_bytes - BACKUP_GPT_BYTES) // ALIGN * ALIGN
+    else:
+        end = start + size
+        if disk_bytes is None:
+            disk_bytes = end + ALIGN  # room for the backup GPT, and a whole MiB
+    if end <= start or disk_bytes < end + BACKUP_GPT_BYTES:
+        raise ValueError(f"no room for it: the image ends at byte {start}, the disk has {disk_bytes} bytes")
+    if disk_bytes // SECTOR > MBR_MAX_SECTORS:
+        raise ValueError(f"a disk of {disk_bytes} bytes is larger than the MBR can describe (2 TiB)")
+    return PersistenceLayout(image_bytes, disk_bytes, start, end)
+
+
+def add_persistence(f: Disk, layout: PersistenceLayout) -> None:
+    """Add the partition of `layout` to an image's MBR and GPT, the backup GPT at the disk's end.
+
+    `f` holds the image's system area and the disk's last BACKUP_GPT_BYTES (a SparseImage of
+    layout.disk_bytes). The image's own partitions stay as they are; the new one is the third.
+    """
+    mbr = bytearray(_read(f, 0))
+    slot = next((i for i in range(4) if struct.unpack_from("<I", mbr, 446 + 16 * i + 12)[0] == 0), None)
+    if slot is None or mbr[510:512] != b"\x55\xaa":
+        raise ValueError("the image's MBR has no free partition entry")
+    first, count = layout.start // SECTOR, layout.size // SECTOR
+    struct.pack_into("<B3sB3sII", mbr, 446 + 16 * slot, 0x00, b"\xfe\xff\xff", MBR_LINUX, b"\xfe\xff\xff", first, count)
+    f.seek(0)
+    f.write(bytes(mbr))
+    primary = read_gpt(f, 1)
+    if primary is None:
+        raise ValueError("the image has no GPT xenlive wrote")
+    header, entries = primary
+    rows = [entries[i : i + header.entry_size] for i in range(0, len(entries), header.entry_size)]
+    free = next((i for i, row in enumerate(rows) if row[:16] == bytes(16)), None)
+    if free is None:
+        raise ValueError("the image's GPT has no free partition entry")
+    unique = zlib.crc32(header.disk_guid).to_bytes(4, "little") + header.disk_guid[4:]  # stable, and not the disk's
+    name = PERSISTENCE_NAME.encode("utf-16-le").ljust(72, b"\0")
+    rows[free] = LINUX_FS_TYPE + unique + struct.pack("<QQQ", first, first + count - 1, 0) + name
+    disk_sectors = layout.disk_bytes // SECTOR
+    header.alternate_lba = disk_sectors - 1
+    header.last_usable = disk_sectors - BACKUP_GPT_BYTES // SECTOR - 1
+    f.seek(SECTOR)
+    f.write(header.pack())
+    f.seek(header.entries_lba * SECTOR)
+    f.write(b"".join(rows))
+    repair_gpt(f)

@@ -34,8 +34,10 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
+from builder import persistence
 from builder.devices import BlockDevice, Host, find_block_device, identity_changes, refusals
 from builder.errors import CommandError, IsoError, MediaError, UsageError
+from builder.hybrid import BACKUP_GPT_BYTES
 from builder.run import require_tools, run
 from builder.terminal import human_size
 
@@ -212,7 +214,9 @@ def _report_field(text: str, name: str) -> str:
 
 
 def preflight(iso: Path, image_size: int, target: BurnTarget, *, force: bool) -> None:
-    """Every refusal that does not need the confirmation: raise MediaError naming them all."""
+    """Every refusal that does not need the confirmation: raise MediaError naming them all.
+
+    `image_size` is what the target must hold: the image, or the whole disk with persistence."""
     problems: list[str] = []
     if target.device is not None:
         problems += refusals(target.device, image_size).blocking(force=force)
@@ -297,15 +301,21 @@ def burn(
     verify: bool = True,
     progress: Progress | None = None,
     host: Host | None = None,
+    persist: str | None = None,
 ) -> BurnResult:
-    """Write `iso` to the target named `given`, then read it back; raise unless it is proven."""
+    """Write `iso` to the target named `given`, then read it back; raise unless it is proven.
+
+    With `persist` (--persistence SIZE|rest), a persistence partition follows the image
+    (builder/persistence.py); what is read back is the image part as written, tables included.
+    """
     host = host or Host()
     report = progress or (lambda _phase, _done, _total: None)
     image_size = check_image(iso)
     target = resolve_target(given, host)
     if target.symlink_to is not None:
         log.info("%s is a symlink to %s", given, target.symlink_to)
-    preflight(iso, image_size, target, force=force)
+    plan = _persistence_plan(iso, image_size, target, persist)
+    preflight(iso, image_size if plan is None else plan.layout.disk_bytes, target, force=force)
     if target.kind is TargetKind.OPTICAL and target.device is not None:
         # xorriso's look at the disc made the kernel read it (a new size, perhaps a new diskseq):
         # what the person confirms, and what is checked again before writing, is the drive now.
@@ -313,16 +323,24 @@ def burn(
         target = replace(target, device=now or target.device)
     verify_image(iso)
     text = describe(target, iso, image_size)
+    if plan is not None:
+        text += "\n" + plan.describe()
     if not confirm(text):
         raise MediaError(f"not confirmed; nothing was written to {target.given}")
     start = time.monotonic()
     if target.kind is TargetKind.OPTICAL:
         digest = _write_optical(iso, image_size, target, report, _Recheck(host, image_size, force))
     else:
-        digest = _write_direct(iso, image_size, target, report, _Recheck(host, image_size, force))
+        recheck = _Recheck(host, image_size if plan is None else plan.layout.disk_bytes, force)
+        digest = _write_direct(iso, image_size, target, report, recheck, plan)
+        if plan is not None:
+            _make_persistence(target, plan, recheck)
     verified = False
     if verify:
         back = _read_back(target, image_size, report, host)
+        if plan is not None and _read_at(target, plan.layout.backup_gpt_at, BACKUP_GPT_BYTES) != plan.tail:
+            raise MediaError(f"verification failed: the backup GPT read back from {target.path} differs from "
+                             "what was written", hint=INCOMPLETE_HINT)  # fmt: skip
         if back != digest:
             raise MediaError(
                 f"verification failed: the data read back from {target.path} differs from {iso} "
@@ -333,6 +351,56 @@ def burn(
     if target.kind is TargetKind.OPTICAL:
         _eject(target.drive)  # a no-op for a stdio: pseudo-drive, so tests run this line too
     return BurnResult(str(target.path), target.kind, image_size, digest, verified, time.monotonic() - start)
+
+
+def _persistence_plan(iso: Path, image_size: int, target: BurnTarget, persist: str | None) -> persistence.Plan | None:
+    """The persistence partition for this target, checked before anything else is asked."""
+    if persist is None:
+        return None
+    size = persistence.parse_request(persist)
+    if target.kind is TargetKind.OPTICAL:
+        raise UsageError(f"--persistence: {target.given} is a CD/DVD; persistence needs a stick or an image file")
+    disk_bytes = target.device.size if target.device is not None else None
+    return persistence.plan(iso, image_size, size, disk_bytes, target.given)
+
+
+def _make_persistence(target: BurnTarget, plan: persistence.Plan, recheck: _Recheck) -> None:
+    """The partition's file system, on the device that was written (identified once more)."""
+    if target.device is not None:
+        changes = _reidentify(target.device, recheck, target.device.devnum)
+        if changes:
+            raise _not_confirmed(target, changes)
+    try:
+        persistence.make_filesystem(target.path, plan.layout)
+    except CommandError as e:
+        raise MediaError(f"the persistence partition's file system could not be made: {e.message}",
+                         hint=INCOMPLETE_HINT) from e  # fmt: skip
+    if target.device is not None:
+        _reread_partitions(target.path)
+
+
+def _reread_partitions(path: Path) -> None:
+    """Ask the kernel to read the new partition tables (BLKRRPART), so the partition shows at once."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, 0x125F)  # BLKRRPART
+        finally:
+            os.close(fd)
+    except OSError as e:
+        log.info("the kernel did not re-read %s's partition tables (%s); unplug and replug the stick", path, e)
+
+
+def _read_at(target: BurnTarget, offset: int, size: int) -> bytes:
+    """`size` bytes at `offset` as the medium returns them."""
+    fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -402,8 +470,12 @@ def _open_for_writing(target: BurnTarget, recheck: _Recheck) -> int:
     return fd
 
 
-def _write_direct(iso: Path, total: int, target: BurnTarget, progress: Progress, recheck: _Recheck) -> str:
-    """Copy the image with plain writes, then fsync: the USB stick, SD card and image file path."""
+def _write_direct(iso: Path, total: int, target: BurnTarget, progress: Progress, recheck: _Recheck,
+                  plan: persistence.Plan | None = None) -> str:  # fmt: skip
+    """Copy the image with plain writes, then fsync: the USB stick, SD card and image file path.
+
+    With a persistence plan, the image part is written as the plan has it, then the backup GPT at
+    the disk's end (an image file grows to the plan's disk size)."""
     host = recheck.host
     digest = hashlib.sha256()
     done = 0
@@ -411,6 +483,8 @@ def _write_direct(iso: Path, total: int, target: BurnTarget, progress: Progress,
     try:
         with iso.open("rb", buffering=0) as src:
             while chunk := src.read(CHUNK):
+                if plan is not None:
+                    chunk = plan.image_part(done, chunk)
                 view = memoryview(chunk)
                 while view:
                     try:
@@ -428,6 +502,14 @@ def _write_direct(iso: Path, total: int, target: BurnTarget, progress: Progress,
                 progress("write", done, total)
         if done != total:
             raise MediaError(f"{iso} changed while it was written ({done} bytes read, {total} expected)")
+        if plan is not None:
+            try:
+                if target.device is None:
+                    os.ftruncate(fd, plan.layout.disk_bytes)
+                if os.pwrite(fd, plan.tail, plan.layout.backup_gpt_at) != len(plan.tail):
+                    raise OSError(errno.ENOSPC, "short write of the backup GPT")
+            except OSError as e:
+                raise _failure(e, "writing the backup GPT", target, done, total, host) from e
         try:
             os.fsync(fd)
         except OSError as e:

@@ -191,3 +191,32 @@ def tmpfs(mountpoint: Path, size: str, *, options: str = "") -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+
+
+def make_hybrid_iso(directory: Path, *, payload: bytes) -> Path:
+    """make_iso's ISO with xenlive's isohybrid MBR and GPT around it (not bootable: the tables alone).
+
+    pycdlib's isohybrid records, as mastering gets them, then finish_hybrid: what burn's
+    --persistence adds a partition to. The ESP entry points at a made-up extent inside the volume.
+    """
+    import pycdlib.isohybrid
+
+    from builder.hybrid import SECTOR, finish_hybrid
+
+    iso = make_iso(directory, payload=payload)
+    volume = iso.stat().st_size
+    hybrid = pycdlib.isohybrid.IsoHybrid()
+    hybrid.new(True, False, 1, 0x12345678, 0, 32, 64, 0)
+    hybrid.update_rba(20)
+    hybrid.update_efi(24, 64, volume)
+    with iso.open("r+b") as f:
+        f.seek(0, 2)
+        f.write(hybrid.record_padding(volume))
+        backup = hybrid.secondary_gpt.record()
+        f.seek(-len(backup), 2)
+        f.write(backup)
+        f.seek(0)
+        f.write(hybrid.record(volume))
+        finish_hybrid(f, bytes(range(16)))
+    assert iso.stat().st_size % SECTOR == 0
+    return iso
