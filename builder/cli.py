@@ -202,14 +202,17 @@ def _boot_options(f: F) -> F:
         click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True),
         click.option("--disk", "disks", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Extra raw disk (repeatable; writes are discarded)."),
+        click.option("--writable", is_flag=True,
+                     help="With --media usb: keep the machine's writes in the image (a stick burned with "
+                          "--persistence remembers them); without it they are thrown away."),
     ]  # fmt: skip
 
     @functools.wraps(f)
     def collect(*args: Any, memory: int, cpus: int, cpu: str | None, accel: str, disks: tuple[Path, ...],
-                **kwargs: Any) -> Any:  # fmt: skip
+                writable: bool, **kwargs: Any) -> Any:  # fmt: skip
         firmware, media = kwargs.pop("firmware", "bios"), kwargs.pop("media", "cdrom")
         display = kwargs.pop("display", False)
-        machine = commands.boot_options(firmware, media, memory, cpus, cpu, accel, disks, display)
+        machine = commands.boot_options(firmware, media, memory, cpus, cpu, accel, disks, display, writable)
         return f(*args, machine=machine, **kwargs)
 
     for option in reversed(options):

@@ -119,11 +119,12 @@ MEDIA_CHOICES = ["cdrom", "usb", "stick"]  # qemu.MediaKind's values (qemu is im
 
 
 def boot_options(firmware: str, media: str, memory: int, cpus: int, cpu: str | None, accel: str,
-                 disks: tuple[Path, ...], display: bool = False) -> BootOptions:  # fmt: skip
+                 disks: tuple[Path, ...], display: bool = False, writable: bool = False) -> BootOptions:  # fmt: skip
     from builder import qemu
 
     return qemu.BootOptions(firmware=Firmware(firmware), media=qemu.MediaKind(media), memory_mib=memory,
-                            cpus=cpus, cpu=cpu, accel=accel, disks=disks, display=display)  # fmt: skip
+                            cpus=cpus, cpu=cpu, accel=accel, disks=disks, display=display,
+                            writable=writable)  # fmt: skip
 
 
 def test_command(target: str, opts: BootOptions, *, firmwares: tuple[str, ...], medias: tuple[str, ...],
@@ -136,6 +137,9 @@ def test_command(target: str, opts: BootOptions, *, firmwares: tuple[str, ...], 
 
     iso = Path(target)
     if iso.suffix.lower() in (".yaml", ".yml") or (not iso.exists() and target.replace("-", "_").isidentifier()):
+        if opts.writable:
+            raise UsageError("--writable keeps writes in the image: give an image file (xenlive burn ... --persistence)",
+                             hint="burn the ISO to a file first: xenlive burn IMAGE.iso stick.img --persistence 512M")
         iso = _build_for_test(target, variables)  # a profile file or a profile's name
     elif not iso.is_file():
         raise UsageError(f"{iso}: no such ISO file")
@@ -144,6 +148,7 @@ def test_command(target: str, opts: BootOptions, *, firmwares: tuple[str, ...], 
     fws = _expand(firmwares, FIRMWARE_CHOICES, [str(f) for f in boottest.MATRIX_FIRMWARE] if matrix else ["bios"])
     mds = _expand(medias, MEDIA_CHOICES, [str(m) for m in boottest.MATRIX_MEDIA] if matrix else ["cdrom"])
     combos = [(Firmware(f), MediaKind(m)) for f in fws for m in mds]
+    _check_writable(opts, combos)
     report_root = report_dir or Path("xenlive-test") / iso.stem
     session = console.Session(expect=expect, commands=commands)
     runs = boottest.run_boots(iso, combos, opts, timeout, report_root, jobs or boottest.default_jobs(opts.cpus),
@@ -179,6 +184,19 @@ def test_command(target: str, opts: BootOptions, *, firmwares: tuple[str, ...], 
         raise BootTestFailed(f"{iso} did not pass the boot test ({names})")
 
 
+def _check_writable(opts: BootOptions, combos: list[tuple[Firmware, Any]]) -> None:
+    """--writable lets one machine write the image: a USB disk, one boot at a time, a file it may write."""
+    from builder.qemu import MediaKind
+
+    if not opts.writable:
+        return
+    if len(combos) != 1:
+        raise UsageError("--writable boots one machine at a time: give one --firmware and --media usb")
+    if combos[0][1] is not MediaKind.USB:
+        raise UsageError(f"--writable needs --media usb (not {combos[0][1]}): a CD is read-only, and a stick "
+                         "test hides El Torito in a throw-away snapshot")  # fmt: skip
+
+
 def _expand(given: tuple[str, ...], every: list[str], default: list[str]) -> list[str]:
     """Repeated choices in the order given, "all" for every one; none given: the default."""
     if not given:
@@ -200,6 +218,7 @@ def _build_for_test(target: str, variables: dict[str, str]) -> Path:
 def boot_command(iso: Path, opts: BootOptions) -> None:
     from builder import qemu
 
+    _check_writable(opts, [(opts.firmware, opts.media)])
     status = qemu.boot_interactive(iso, opts)
     if status not in (0, 1):  # QEMU exits 0 on quit, 1 on a guest-initiated power-off with -no-reboot
         raise XenliveError(f"QEMU exited with status {status}")

@@ -135,6 +135,7 @@ class BootOptions:
     accel: str = "auto"  # auto, kvm or tcg
     cpu: str | None = None  # QEMU -cpu model; default: host under KVM, TCG_CPU under TCG
     disks: tuple[Path, ...] = ()  # extra raw disks (writes go to a temporary snapshot)
+    writable: bool = False  # a usb image keeps the guest's writes (a stick's persistence partition)
     display: bool = False  # a window instead of a headless screen
     stop: threading.Event | None = None  # set to end a headless boot early (another boot was interrupted)
 
@@ -170,7 +171,8 @@ def qemu_command(iso: Path, opts: BootOptions, accel: str, vars_file: Path | Non
         cmd += ["-drive", f"file={iso},media=cdrom,if=none,id=boot,readonly=on",
                 "-device", "ide-cd,drive=boot,bootindex=0"]  # fmt: skip
     else:
-        cmd += ["-drive", f"file={iso},format=raw,if=none,id=boot,snapshot=on",
+        snapshot = "off" if opts.writable else "on"
+        cmd += ["-drive", f"file={iso},format=raw,if=none,id=boot,snapshot={snapshot}",
                 "-device", "qemu-xhci,id=xhci",
                 "-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0"]  # fmt: skip
     for i, disk in enumerate(opts.disks):

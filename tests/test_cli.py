@@ -53,6 +53,28 @@ def test_test_command_missing_iso_exits_2(tmp_path):
     assert proc.returncode == 2 and "no such ISO file" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--media", "cdrom"], "--writable needs --media usb (not cdrom)"),
+        (["--media", "stick"], "--writable needs --media usb (not stick)"),
+        (["--media", "usb", "--firmware", "all"], "one machine at a time"),
+        (["--media", "usb", "--matrix"], "one machine at a time"),
+    ],
+)
+def test_writable_boots_one_usb_disk(tmp_path, args, message):
+    image = tmp_path / "stick.img"
+    image.write_bytes(bytes(4096))
+    proc = xenlive("test", str(image), "--writable", *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert image.read_bytes() == bytes(4096)
+
+
+def test_writable_refuses_a_profile_it_would_build(tmp_path):
+    proc = xenlive("test", "default", "--writable", "--media", "usb")
+    assert proc.returncode == 2 and "give an image file" in proc.stderr
+
+
 def test_usage_error_exits_2():
     with pytest.raises(SystemExit) as info:
         main(["test"])

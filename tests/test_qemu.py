@@ -51,6 +51,13 @@ def test_uefi_ia32_command_uses_32_bit_ovmf_with_smm_and_a_64_bit_cpu():
     assert cmd[cmd.index("-cpu") + 1] == "qemu64,+svm"  # a 64-bit CPU behind 32-bit firmware, as on Bay Trail
 
 
+def test_a_writable_usb_disk_has_no_snapshot_so_writes_reach_the_image():
+    opts = BootOptions(Firmware.BIOS, MediaKind.USB, writable=True)
+    cmd = qemu_command(Path("/s.img"), opts, "tcg", None)
+    assert "file=/s.img,format=raw,if=none,id=boot,snapshot=off" in cmd
+    assert not any("snapshot=on" in arg and "id=boot" in arg for arg in cmd)
+
+
 def test_stick_command_starts_paused_with_the_iso_as_a_usb_disk():
     cmd = qemu_command(Path("/x.iso"), BootOptions(Firmware.UEFI, MediaKind.STICK), "tcg", Path("/t/V.fd"))
     assert "-S" in cmd and "usb-storage,bus=xhci.0,drive=boot,bootindex=0" in cmd
