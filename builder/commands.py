@@ -138,8 +138,10 @@ def test_command(target: str, opts: BootOptions, *, firmwares: tuple[str, ...], 
     iso = Path(target)
     if iso.suffix.lower() in (".yaml", ".yml") or (not iso.exists() and target.replace("-", "_").isidentifier()):
         if opts.writable:
-            raise UsageError("--writable keeps writes in the image: give an image file, not a profile",
-                             hint="burn the ISO to a file first: xenlive burn IMAGE.iso stick.img --persistence 512M")
+            raise UsageError(
+                "--writable keeps writes in the image: give an image file, not a profile",
+                hint="burn the ISO to a file first: xenlive burn IMAGE.iso stick.img --persistence 512M",
+            )
         iso = _build_for_test(target, variables)  # a profile file or a profile's name
     elif not iso.is_file():
         raise UsageError(f"{iso}: no such ISO file")

@@ -112,6 +112,40 @@ def dom0_locale(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
                       "use a name like ja_JP.UTF-8 or de_DE.UTF-8", "dom0.locale")  # fmt: skip
 
 
+@functools.cache
+def refused_persist_paths() -> dict[str, str]:
+    """The directories dom0.persist may not name, with why (builder/data/dom0-persist-refused.txt)."""
+    pairs = (line.split(None, 1) for line in _data_lines("dom0-persist-refused.txt"))
+    return {path: why for path, why in pairs}
+
+
+@rule(id="dom0-persist", title="what persists is a directory dom0 can keep, and guests that persist have a disk")
+def dom0_persist(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
+    """dom0.persist's directories are bound from the persistence partition over dom0's own early at
+    boot: the root, a directory the system makes at every boot or a directory of the installed
+    system would be hidden behind a copy from another boot or build. One directory inside another
+    would be bound twice, in an order that decides which copy wins. A guest keeps its disk's
+    writes there, so one without a disk has nothing to keep."""
+    refused = refused_persist_paths()
+    for i, path in enumerate(profile.dom0.persist):
+        at = f"dom0.persist[{i}]"
+        pure = PurePosixPath(path)
+        hit = next((r for r in refused if pure == PurePosixPath(r) or PurePosixPath(r) in pure.parents), None)
+        if hit is not None:
+            yield Finding(f"{path} cannot persist: {hit} is {refused[hit]}", "persist a directory of your own "
+                          "data instead, such as /root, /home or /etc/ssh", at)  # fmt: skip
+        elif path == "/" or path in ("/etc", "/var"):
+            yield Finding(f"{path} cannot persist as a whole", "name the directories below it to keep", at)
+        outer = next((o for o in profile.dom0.persist if PurePosixPath(o) in pure.parents), None)
+        if outer is not None:
+            yield Finding(f"{path} is inside {outer}, which persists already", "remove one of them", at)
+    for i, g in enumerate(profile.guests):
+        if g.persist and not g.has_disk:
+            yield Finding(f"guest {g.name} has no disk, so it has nothing to persist",
+                          "remove persist, or give it a disk (kind debian or image)",
+                          f"guests[{i}].persist")  # fmt: skip
+
+
 @rule(id="dom0-accounts", title="users, groups and owners exist in dom0", needs_build=True)
 def dom0_accounts(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
     """A profile user named like a system account would replace it; a group or file owner that dom0

@@ -261,6 +261,13 @@ class Dom0:
         metadata=_meta("directories copied over dom0's root, relative to the profile; *.j2 files are rendered"),
     )
     files: tuple[File, ...] = field(default=(), metadata=_meta("single files written into dom0 after the overlays"))
+    persist: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "directories kept on a stick's persistence partition (xenlive burn --persistence), e.g. /root",
+            pattern=DOM0_PATH,
+        ),
+    )
 
 
 class Builtin(enum.StrEnum):
@@ -383,6 +390,10 @@ class Guest:
             max=1 << 20,
         ),
     )
+    persist: bool = field(
+        default=False,
+        metadata=_meta("keep the disk's writes on a stick's persistence partition instead of the RAM buffer"),
+    )
     autostart: bool = field(default=True, metadata=_meta("start the guest when dom0 boots"))
     order: int = field(
         default=50, metadata=_meta("start order: lower starts first, equal ones by name", min=0, max=999)
@@ -406,6 +417,11 @@ class Guest:
     def has_disk(self) -> bool:
         """Whether the guest gets a writable disk (and so a RAM write buffer in dom0)."""
         return self.kind == GuestKind.DEBIAN or self.disk is not None
+
+
+def persists(profile: Profile) -> bool:
+    """Whether the profile keeps anything on a stick's persistence partition."""
+    return bool(profile.dom0.persist) or any(g.persist for g in profile.guests)
 
 
 class TargetOptions(enum.StrEnum):

@@ -112,3 +112,36 @@ def test_templates_see_plain_data_only(tmp_path: Path) -> None:
     (found,) = problems(tmp_path, "name: lab\ndom0:\n  overlays: [ov]\n")
     assert "template error" in found
     assert not (tmp_path / "ov" / "pwned").exists() and (tmp_path / "ov").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/usr/local", "/usr/local cannot persist: /usr is the installed system"),
+        ("/run/live", "/run/live cannot persist: /run is runtime state"),
+        ("/etc/xenlive", "/etc/xenlive cannot persist: /etc/xenlive is what this build tells"),
+        ("/var/lib/dpkg/info", "/var/lib/dpkg/info cannot persist: /var/lib/dpkg is the package database"),
+        ("/etc", "/etc cannot persist as a whole"),
+    ],
+)
+def test_a_directory_dom0_makes_or_ships_cannot_persist(tmp_path: Path, path: str, message: str) -> None:
+    found = problems(tmp_path, f"name: lab\ndom0:\n  persist: [/root, {path}]\n")
+    assert len(found) == 1 and f"dom0.persist[1]: {message}" in found[0], found
+
+
+def test_nested_persist_directories_and_a_guest_without_a_disk_are_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, "name: lab\ndom0:\n  persist: [/root, /root/.ssh]\n"
+                               "guests:\n  - {name: tiny, persist: true}\n")  # fmt: skip
+    assert any("dom0.persist[1]: /root/.ssh is inside /root, which persists already" in p for p in found), found
+    assert any("guests[0].persist: guest tiny has no disk, so it has nothing to persist" in p for p in found), found
+
+
+def test_persist_paths_must_be_absolute_plain_paths(tmp_path: Path) -> None:
+    for bad in ("root", "/root/../etc", "'/root;reboot'", "'-o'"):
+        found = problems(tmp_path, f"name: lab\ndom0:\n  persist: [{bad}]\n")
+        assert found and "dom0.persist[0]" in found[0], (bad, found)
+
+
+def test_a_profile_that_persists_what_it_may_loads(tmp_path: Path) -> None:
+    profile = load(tmp_path, "name: lab\ndom0:\n  persist: [/root, /etc/ssh, /var/lib/xen]\n")
+    assert profile.dom0.persist == ("/root", "/etc/ssh", "/var/lib/xen")
