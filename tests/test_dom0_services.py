@@ -262,6 +262,8 @@ def test_the_services_read_the_files_the_builder_writes(tmp_path: Path) -> None:
         '  list) printf "Name ID Mem VCPUs State Time\\n%s 1 128 1 -b---- 1.0\\n" "$2" ;;\n'
         "esac\n",
     )
+    persist = dom0.run("persist")
+    assert persist.stderr == "" and "XENLIVE-PERSIST ram: the profile keeps nothing on a stick" in persist.stdout
     hwcheck = dom0.run("hwcheck")
     assert hwcheck.stderr == ""
     assert "XENLIVE-HWCHECK ok   guest tiny (pv, 128 MiB, 1 vCPU)" in hwcheck.stdout.splitlines()
@@ -271,6 +273,7 @@ def test_the_services_read_the_files_the_builder_writes(tmp_path: Path) -> None:
         "profile": "default",
         "xen": "4.17.5",
         "guests": {"tiny": {"state": "running"}},
+        "persistence": {"state": "ram", "reason": "the profile keeps nothing on a stick", "warnings": []},
     }
 
 

@@ -20,7 +20,7 @@ from builder import medium
 from builder.bootfirmware import Runs, best_way
 from builder.context import BuildContext
 from builder.hardware import QEMU_TARGETS, Target, load_targets, machine_options
-from builder.profile.model import Firmware, Profile, TargetOptions
+from builder.profile.model import Firmware, Profile, TargetOptions, persists
 from builder.run import run
 from builder.templating import render
 
@@ -72,6 +72,7 @@ LIVE_ARGS = "boot=live"
 # without kernel modesetting (graphics drivers that hang under Xen). Guests are not started.
 SAFE_XEN_ARGS = "dom0_max_vcpus=1 iommu=0 efi=no-rs max_cstate=1"
 SAFE_DOM0_ARGS = "xenlive.safe nomodeset"
+FRESH_DOM0_ARGS = "xenlive.fresh"  # usr/lib/xenlive/persist leaves the stick's saved state alone
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def profile_targets(profile: Profile) -> list[Target]:
 
 def boot_model(profile: Profile, targets: Sequence[Target] | None = None) -> list[BootEntry]:
     """The Xenoppix-style menu: Xen with guests, Xen safe mode, and Linux without Xen; then, with
-    checks.target_options: menu, one entry per target whose known issues carry options.
+    checks.target_options: menu, one entry per target whose known issues carry options. A profile
+    that persists anything boots persistent by default, with a "fresh" entry after it.
 
     With checks.target_options: cmdline, those options are on every entry instead.
     """
@@ -112,8 +114,10 @@ def boot_model(profile: Profile, targets: Sequence[Target] | None = None) -> lis
     dom0_cmdline = _join(profile.dom0.cmdline, *dom0_extra)
     dom0_args = _join(LIVE_ARGS, DOM0_CONSOLE, dom0_cmdline)
     entries = [
-        BootEntry("xen", "Xen with dom0 and guests", XEN, xen_args,
+        BootEntry("xen", "Xen with dom0 and guests" + (" (persistent)" if persists(profile) else ""), XEN, xen_args,
                   KERNEL, dom0_args, INITRD),
+        *([BootEntry("fresh", "Xen (fresh, ignore the stick's saved state)", XEN, xen_args, KERNEL,
+                     _join(dom0_args, FRESH_DOM0_ARGS), INITRD)] if persists(profile) else []),
         BootEntry("safe", "Xen safe mode (no guests, conservative options)", XEN,
                   _join(xen_args, SAFE_XEN_ARGS), KERNEL,
                   _join(dom0_args, SAFE_DOM0_ARGS), INITRD),

@@ -38,6 +38,7 @@ from builder.checks.facts import gather
 from builder.checks.rules import guest_need_mib
 from builder.context import BuildContext
 from builder.errors import CommandError, XenliveError
+from builder.fsutil import sha256_file
 from builder.guestmem import GuestMemory, guest_minimum
 from builder.log import VERBOSE, step
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
@@ -66,6 +67,7 @@ GUEST_COLUMNS = (
     "write_buffer_mib",
     "need_mib",
     "minimum_mib",
+    "persist",
 )
 
 # A Debian guest stays small: the kernel, systemd with networkd, and the tools its network proof uses.
@@ -122,6 +124,9 @@ def build_guests(ctx: BuildContext) -> None:
             (auto_dir / f"{guest.name}.cfg").symlink_to(f"../guests/{guest.name}.cfg")
         if guest.ready:
             (conf_dir / f"{guest.name}.ready").write_text(render("guest.ready.j2", guest=guest))
+        if guest.persist:
+            # What the disk's saved writes on a stick belong to (usr/lib/xenlive/guests, writable_disk).
+            (conf_dir / f"{guest.name}.disk").write_text(sha256_file(medium_dir / "disk.img") + "\n")
     facts = gather(ctx.profile, ctx.require_rootfs(), staging=ctx.staging, cache_dir=ctx.cache_dir)
     minimums = {}
     for guest in ctx.profile.guests:
@@ -140,7 +145,7 @@ def guest_table(profile: Profile, ramdisk_bytes: Mapping[str, int], minimums: Ma
     rows = [
         (g.name, g.type, g.memory, g.vcpus, "yes" if g.autostart else "no", g.order,
          g.write_buffer if g.has_disk else 0, guest_need_mib(g, ramdisk_bytes.get(g.name, 0)),
-         minimums.get(g.name, 0))
+         minimums.get(g.name, 0), "yes" if g.persist else "no")
         for g in start_order(profile)
     ]  # fmt: skip
     return render("guests.tsv.j2", columns=GUEST_COLUMNS, rows=rows)

@@ -22,7 +22,8 @@ RUN_DIR=$XENLIVE_ROOT/run/xenlive
 GUESTS_DIR=$RUN_DIR/guests
 HWCHECK_DIR=$RUN_DIR/hwcheck
 PERSIST_DIR=$RUN_DIR/persistence        # the stick's persistence partition, when one is in use
-PERSIST_STATE=$RUN_DIR/persistence.state  # first line: on, off, or fresh (/usr/lib/xenlive/persist)
+PERSIST_STATE=$RUN_DIR/persistence.state  # on, ram or fresh, then why (/usr/lib/xenlive/persist)
+PERSIST_WARNINGS=$RUN_DIR/persistence.warnings  # one warning per line, for XENLIVE-READY
 MEDIUM=$XENLIVE_ROOT/run/live/medium
 XEN_LOG_DIR=$XENLIVE_ROOT/var/log/xen
 CONSOLE_LOG_DIR=$XEN_LOG_DIR/console
@@ -82,6 +83,12 @@ persistence_on() {
     [ "$(sed -n 1p "$PERSIST_STATE" 2>/dev/null)" = on ]
 }
 
+# persist_warn TEXT: a warning about persistence, on the console and in XENLIVE-READY.
+persist_warn() {
+    printf '%s\n' "$*" >> "$PERSIST_WARNINGS"
+    say "warning: $*"
+}
+
 # dom0's IPv4 address on the bridge (ADDRESS/PREFIX), or nothing.
 bridge_address() {
     ip -4 -o addr show dev "$BRIDGE" scope global 2>/dev/null | awk '{ print $4; exit }'
@@ -103,12 +110,13 @@ wait_bridge_address() {
 }
 
 # read_guest: the next guest of guests.tsv (on stdin) into name type memory vcpus autostart order
-# write_buffer need minimum (MiB; write_buffer 0: no disk; need: what the build's memory budget
-# counts; minimum: the least memory the guest starts with, 0 if not known).
+# write_buffer need minimum persist (MiB; write_buffer 0: no disk; need: what the build's memory
+# budget counts; minimum: the least memory the guest starts with, 0 if not known; persist: yes to
+# keep the disk's writes on the stick's persistence partition).
 # The builder writes the columns in this order (GUEST_COLUMNS in builder/stages/guests.py).
 # Usage: while read_guest; do ...; done < "$GUESTS_TSV"
 read_guest() {
-    while IFS=$TAB read -r name type memory vcpus autostart order write_buffer need minimum; do
+    while IFS=$TAB read -r name type memory vcpus autostart order write_buffer need minimum persist; do
         case "$name" in
             ''|'#'*) ;;
             *) return 0 ;;
