@@ -1,0 +1,79 @@
+"""A stick that remembers (issue 14): burned with --persistence, booted twice from the same image file.
+
+The profile persists dom0's /root and a Debian guest's disk. The first boot writes a file in /root
+(over the serial console, then sync) and the guest counts its own boots on its disk
+(XENLIVE-GUEST-NET ... boots=N, written by the guest itself). The second boot must see both: the file,
+and boots=2. In between, the image file is the stick: `xenlive test --writable` keeps QEMU's writes.
+
+Needs root (mmdebstrap) and the Debian mirror. Under TCG on 2 cores: a few minutes to build the
+guest, and two boots of a few minutes each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.integration.common import xenlive
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="building dom0 with mmdebstrap needs root here"),
+]
+
+BOOT_TIMEOUT = "1500"
+PROFILE = """\
+name: keeper
+description: dom0's /root and a Debian guest's disk persist on the stick
+xen:
+  cmdline: dom0_mem=1024M,max:1024M
+dom0:
+  persist: [/root]
+guests:
+  - name: keep
+    kind: debian
+    memory: 256M
+    write_buffer: 64M
+    persist: true
+    ready: "XENLIVE-GUEST-NET keep .*boots="
+"""
+
+
+def boot(stick: Path, report: Path, command: str) -> dict[str, object]:
+    proc = xenlive("test", str(stick), "--media", "usb", "--writable", "--timeout", BOOT_TIMEOUT, "--json",
+                   "--report-dir", str(report), "--exec", command, check=False)  # fmt: skip
+    result: dict[str, object] = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["passed"], (proc.stderr, result)
+    return result
+
+
+def guest_boots(report: Path) -> list[int]:
+    text = (report / "console.log").read_text(errors="replace")
+    return [int(n) for n in re.findall(r"XENLIVE-GUEST-NET keep .* boots=(\d+)", text)]
+
+
+def test_a_stick_keeps_dom0s_files_and_a_guests_disk_across_boots(tmp_path: Path) -> None:
+    profile = tmp_path / "keeper.yaml"
+    profile.write_text(PROFILE)
+    iso, stick = tmp_path / "keeper.iso", tmp_path / "stick.img"
+    xenlive("build", str(profile), "-o", str(iso), check=True)
+    xenlive("burn", str(iso), str(stick), "--persistence", "256M", "--yes", check=True)
+
+    first = boot(stick, tmp_path / "first", "echo kept-by-xenlive > /root/persisted && sync")
+    ready = first["ready"]
+    assert isinstance(ready, dict)
+    assert ready["persistence"]["state"] == "on", ready["persistence"]
+    assert ready["guests"]["keep"]["writes"] == "stick", ready["guests"]
+    assert guest_boots(tmp_path / "first") == [1]
+
+    second = boot(stick, tmp_path / "second", "cat /root/persisted; sync")
+    ready = second["ready"]
+    assert isinstance(ready, dict)
+    assert ready["persistence"]["state"] == "on" and ready["persistence"]["warnings"] == [], ready["persistence"]
+    assert second["commands"][0]["output"] == ["kept-by-xenlive"], second["commands"]
+    assert guest_boots(tmp_path / "second") == [2]
+    print(f"persistent boots: READY after {first['seconds']} s, then {second['seconds']} s")
