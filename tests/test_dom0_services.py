@@ -329,3 +329,15 @@ def test_setup_applies_the_owners_under_the_root(dom0: FakeDom0, tmp_path: Path)
     proc = dom0.run("setup")
     assert proc.returncode == 1  # one failed, the rest still applied
     assert log.read_text().splitlines()[-1] == f"-h -- 0:0 {dom0.root}/etc/motd"
+
+
+def test_every_program_a_xenlive_unit_starts_is_shipped_executable() -> None:
+    """systemd refuses an ExecStart= file without its execute bits: the service fails at every boot."""
+    units = sorted((SERVICES.parents[2] / "etc/systemd/system").glob("xenlive-*.service"))
+    assert len(units) >= 6
+    for unit in units:
+        programs = re.findall(r"^ExecStart=-?(/\S+)", unit.read_text(), re.M)
+        assert programs, unit.name
+        for program in programs:
+            shipped = SERVICES.parents[2] / program.lstrip("/")
+            assert shipped.is_file() and shipped.stat().st_mode & 0o111 == 0o111, f"{unit.name}: {program}"

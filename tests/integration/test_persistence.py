@@ -4,6 +4,7 @@ The profile persists dom0's /root and a Debian guest's disk. The first boot writ
 (over the serial console, then sync) and the guest counts its own boots on its disk
 (XENLIVE-GUEST-NET ... boots=N, written by the guest itself). The second boot must see both: the file,
 and boots=2. In between, the image file is the stick: `xenlive test --writable` keeps QEMU's writes.
+The first boot is on BIOS, the second on UEFI: the stick's new tables serve both.
 
 Needs root (mmdebstrap) and the Debian mirror. Under TCG on 2 cores: a few minutes to build the
 guest, and two boots of a few minutes each.
@@ -43,9 +44,9 @@ guests:
 """
 
 
-def boot(stick: Path, report: Path, command: str) -> dict[str, object]:
-    proc = xenlive("test", str(stick), "--media", "usb", "--writable", "--timeout", BOOT_TIMEOUT, "--json",
-                   "--report-dir", str(report), "--exec", command, check=False)  # fmt: skip
+def boot(stick: Path, report: Path, command: str, firmware: str) -> dict[str, object]:
+    proc = xenlive("test", str(stick), "--firmware", firmware, "--media", "usb", "--writable", "--timeout",
+                   BOOT_TIMEOUT, "--json", "--report-dir", str(report), "--exec", command, check=False)  # fmt: skip
     result: dict[str, object] = json.loads(proc.stdout)
     assert proc.returncode == 0 and result["passed"], (proc.stderr, result)
     return result
@@ -63,14 +64,14 @@ def test_a_stick_keeps_dom0s_files_and_a_guests_disk_across_boots(tmp_path: Path
     xenlive("build", str(profile), "-o", str(iso), check=True)
     xenlive("burn", str(iso), str(stick), "--persistence", "256M", "--yes", check=True)
 
-    first = boot(stick, tmp_path / "first", "echo kept-by-xenlive > /root/persisted && sync")
+    first = boot(stick, tmp_path / "first", "echo kept-by-xenlive > /root/persisted && sync", "bios")
     ready = first["ready"]
     assert isinstance(ready, dict)
     assert ready["persistence"]["state"] == "on", ready["persistence"]
     assert ready["guests"]["keep"]["writes"] == "stick", ready["guests"]
     assert guest_boots(tmp_path / "first") == [1]
 
-    second = boot(stick, tmp_path / "second", "cat /root/persisted; sync")
+    second = boot(stick, tmp_path / "second", "cat /root/persisted; sync", "uefi")
     ready = second["ready"]
     assert isinstance(ready, dict)
     assert ready["persistence"]["state"] == "on" and ready["persistence"]["warnings"] == [], ready["persistence"]
