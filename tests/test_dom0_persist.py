@@ -26,6 +26,8 @@ def stick(tmp_path: Path, *, label: str = "persistence", fsck: int = 0, persist:
     dom0.write("proc/mounts", "/dev/sdb /run/live/medium iso9660 ro 0 0\n")
     for n in (1, 2, 3):
         dom0.write(f"sys/block/sdb/sdb{n}/partition", f"{n}\n")
+    dom0.write("sys/block/sdb/sdb3/start", "454656\n")
+    dom0.write("sys/block/sdb/sdb3/size", "524288\n")
     dom0.write(f"run/live/medium/xenlive/{BUILD}.id", "")
     dom0.write("root/.profile", "# from the image\n")
     log = tmp_path / "calls"
@@ -33,6 +35,7 @@ def stick(tmp_path: Path, *, label: str = "persistence", fsck: int = 0, persist:
     dom0.command("e2fsck", f'echo "e2fsck $*" >> {log}\necho "e2fsck said something"\nexit {fsck}\n')
     # mount: a bind copies nothing here; it is logged, and the partition "mounts" as the directory it is.
     dom0.command("mount", f'echo "mount $*" >> {log}\n')
+    dom0.command("losetup", f'echo "losetup $*" >> {log}\necho /dev/loop7\n')
     dom0.command("umount", f'echo "umount $*" >> {log}\n')
     dom0.command(
         "df", 'printf "Filesystem 1M-blocks Used Available Capacity Mounted\\n/dev/sdb3 256 10 246 4%% /x\\n"\n'
@@ -54,13 +57,15 @@ def test_first_use_checks_mounts_claims_the_partition_and_binds_each_directory(t
     proc = dom0.run("persist")
     assert proc.returncode == 0 and proc.stderr == ""
     assert state(dom0) == ["on", "using /dev/sdb3 (246 MiB free)"]
+    assert "persistence partition /dev/sdb3 (sectors 454656 to 978943 of sdb) as /dev/loop7" in proc.stdout
     assert dom0.read("run/xenlive/persistence/xenlive/owner") == f"keeper {BUILD}\n"
     root = dom0.root
     assert dom0.read("run/xenlive/persistence/dom0/root/.profile") == "# from the image\n"  # copied once
     assert (root / "run/xenlive/persistence/dom0/etc/ssh").is_dir()
     assert calls(tmp_path) == [
-        "e2fsck -p -- /dev/sdb3",
-        f"mount -t ext4 -o rw,noatime,errors=remount-ro -- /dev/sdb3 {root}/run/xenlive/persistence",
+        "losetup -f --show -o 232783872 --sizelimit 268435456 -- /dev/sdb",
+        "e2fsck -p -- /dev/loop7",
+        f"mount -t ext4 -o rw,noatime,errors=remount-ro -- /dev/loop7 {root}/run/xenlive/persistence",
         f"mount --bind -- {root}/run/xenlive/persistence/dom0/root {root}/root",
         f"mount --bind -- {root}/run/xenlive/persistence/dom0/etc/ssh {root}/etc/ssh",
     ]
