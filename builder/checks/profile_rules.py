@@ -146,6 +146,20 @@ def dom0_persist(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
                           f"guests[{i}].persist")  # fmt: skip
 
 
+@rule(id="check-targets", title="the machines checks.targets names are in the hardware database")
+def check_targets(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
+    """The targets decide the build's checks and the boot menu's per-machine entries: an unknown
+    name would stop the build later, or check nothing."""
+    from builder.hardware import target_files
+
+    known = target_files()
+    for i, name in enumerate(profile.checks.targets):
+        if name != "all" and name not in known:
+            yield Finding(f"unknown target {name!r}",
+                          "use a name that xenlive check --list shows, or all, or describe the machine in "
+                          "~/.config/xenlive/hardware/NAME.yaml", f"checks.targets[{i}]")  # fmt: skip
+
+
 @rule(id="dom0-accounts", title="users, groups and owners exist in dom0", needs_build=True)
 def dom0_accounts(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
     """A profile user named like a system account would replace it; a group or file owner that dom0

@@ -145,3 +145,9 @@ def test_persist_paths_must_be_absolute_plain_paths(tmp_path: Path) -> None:
 def test_a_profile_that_persists_what_it_may_loads(tmp_path: Path) -> None:
     profile = load(tmp_path, "name: lab\ndom0:\n  persist: [/root, /etc/ssh, /var/lib/xen]\n")
     assert profile.dom0.persist == ("/root", "/etc/ssh", "/var/lib/xen")
+
+
+def test_an_unknown_check_target_is_refused_at_load(tmp_path: Path) -> None:
+    found = problems(tmp_path, "name: lab\nchecks:\n  targets: [qemu-bios, '0']\n")
+    assert len(found) == 1 and "checks.targets[1]: unknown target '0'" in found[0], found
+    assert load(tmp_path, "name: lab\nchecks:\n  targets: [qemu-bios, all]\n").checks.targets == ("qemu-bios", "all")

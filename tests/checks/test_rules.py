@@ -360,7 +360,13 @@ def test_known_problem_devices(profile) -> None:  # type: ignore[no-untyped-def]
 NO_RS = KnownIssue(id="rs-crash", summary="runtime services crash", workaround="efi=no-rs", xen_cmdline="efi=no-rs")
 
 
-def test_machine_options_name_what_a_target_needs_and_where_the_image_has_it(profile) -> None:  # type: ignore[no-untyped-def]
+def test_machine_options_name_what_a_target_needs_and_where_the_image_has_it(profile, tmp_path,  # type: ignore[no-untyped-def]
+                                                                           monkeypatch) -> None:  # fmt: skip
+    hardware = tmp_path / "hardware"
+    hardware.mkdir()
+    for name in ("t400", "box"):  # named in checks.targets, which the profile rule check-targets looks up
+        (hardware / f"{name}.yaml").write_text("")
+    monkeypatch.setenv("XENLIVE_HARDWARE_PATH", str(hardware))
     t400 = make_target("t400", pci=(GM45,), firmware=firmware("bios"))
     both = make_target("box", pci=(GM45,), known_issues=(NO_RS,))
     assert findings("machine-options", profile(""), make_target()) == []

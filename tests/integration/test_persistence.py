@@ -52,8 +52,8 @@ def boot(stick: Path, report: Path, command: str, firmware: str) -> dict[str, ob
     return result
 
 
-def guest_boots(report: Path) -> list[int]:
-    text = (report / "console.log").read_text(errors="replace")
+def guest_boots(result: dict[str, object]) -> list[int]:
+    text = (Path(str(result["report_dir"])) / "console.log").read_text(errors="replace")
     return [int(n) for n in re.findall(r"XENLIVE-GUEST-NET keep .* boots=(\d+)", text)]
 
 
@@ -69,12 +69,12 @@ def test_a_stick_keeps_dom0s_files_and_a_guests_disk_across_boots(tmp_path: Path
     assert isinstance(ready, dict)
     assert ready["persistence"]["state"] == "on", ready["persistence"]
     assert ready["guests"]["keep"]["writes"] == "stick", ready["guests"]
-    assert guest_boots(tmp_path / "first") == [1]
+    assert guest_boots(first) == [1]
 
     second = boot(stick, tmp_path / "second", "cat /root/persisted; sync", "uefi")
     ready = second["ready"]
     assert isinstance(ready, dict)
     assert ready["persistence"]["state"] == "on" and ready["persistence"]["warnings"] == [], ready["persistence"]
     assert second["commands"][0]["output"] == ["kept-by-xenlive"], second["commands"]
-    assert guest_boots(tmp_path / "second") == [2]
+    assert guest_boots(second) == [2]
     print(f"persistent boots: READY after {first['seconds']} s, then {second['seconds']} s")
