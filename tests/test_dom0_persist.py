@@ -106,6 +106,19 @@ def test_a_damaged_file_system_means_ram_and_a_warning(tmp_path, status, expecte
         assert "is damaged" in state(dom0)[1] and not any(c.startswith("mount") for c in calls(tmp_path))
 
 
+def test_a_journal_replayed_after_an_unclean_shutdown_is_not_a_warning(tmp_path):
+    dom0 = stick(tmp_path)
+    dom0.command(
+        "e2fsck", "echo 'persistence: recovering journal'\necho 'persistence: clean, 12/65536 files'\nexit 1\n"
+    )
+    proc = dom0.run("persist")
+    assert state(dom0)[0] == "on" and dom0.read("run/xenlive/persistence.warnings") == ""
+    assert "e2fsck replayed the journal of /dev/sdb3" in proc.stdout
+    dom0.command("e2fsck", "echo 'recovering journal'\necho 'Inode 12 ref count is 2, should be 1.  FIXED.'\nexit 1\n")
+    dom0.run("persist")
+    assert "e2fsck repaired the persistence partition /dev/sdb3" in dom0.read("run/xenlive/persistence.warnings")
+
+
 def test_an_e2fsck_that_hangs_is_cut_off(tmp_path):
     dom0 = stick(tmp_path)
     dom0.command("e2fsck", "sleep 30\n")
