@@ -24,6 +24,12 @@ from tests.integration.common import xenlive
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="building dom0 with mmdebstrap needs root here"),
+    # Opt-in until it has passed end to end here: the first boot was seen to pass (persistence on, the
+    # guest's writes on the stick); the second boot was not run to its end in the session that wrote it.
+    pytest.mark.skipif(
+        os.environ.get("XENLIVE_TEST_PERSISTENCE") != "1",
+        reason="two slow boots of a Debian guest; opt in with XENLIVE_TEST_PERSISTENCE=1",
+    ),  # fmt: skip
 ]
 
 BOOT_TIMEOUT = "1500"
@@ -41,6 +47,7 @@ guests:
     write_buffer: 64M
     persist: true
     ready: "XENLIVE-GUEST-NET keep .*boots="
+    ready_timeout: 1200  # a Debian guest's first boot under nested TCG: seen past 600 s on a busy machine
 """
 
 
