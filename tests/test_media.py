@@ -23,16 +23,15 @@ from builder.errors import IsoError, MediaError, UsageError
 from tests.test_media_support import (
     VIRTUAL_PATH,
     FakeDisk,
+    MiB,
     fake_host,
-    have_root_tools,
     loop_backing,
     loop_device,
     make_iso,
+    needs_root,
     tmpfs,
 )
 
-MiB = 2**20
-needs_root = pytest.mark.skipif(have_root_tools() is not None, reason=str(have_root_tools()))
 needs_xorriso = pytest.mark.skipif(shutil.which("xorriso") is None, reason="xorriso is not installed")
 
 

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from builder.devices import Host
 
 USB_PATH = "devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0/host6/target6:0:0/6:0:0:0/block"
@@ -134,6 +136,9 @@ def make_iso(directory: Path, *, payload: bytes, corrupt_manifest: bool = False)
     return iso
 
 
+MiB = 2**20
+
+
 def have_root_tools() -> str | None:
     """Why loop-device tests cannot run here, or None when they can."""
     if os.geteuid() != 0:
@@ -143,6 +148,9 @@ def have_root_tools() -> str | None:
     if not Path("/dev/loop-control").exists():
         return "this kernel has no loop devices"
     return None
+
+
+needs_root = pytest.mark.skipif(have_root_tools() is not None, reason=str(have_root_tools()))
 
 
 @contextlib.contextmanager

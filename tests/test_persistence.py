@@ -13,6 +13,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -30,10 +31,8 @@ from builder.hybrid import (
     persistence_layout,
     read_gpt,
 )
-from tests.test_media_support import have_root_tools, loop_device, make_hybrid_iso
+from tests.test_media_support import MiB, loop_device, make_hybrid_iso, needs_root
 
-MiB = 2**20
-needs_root = pytest.mark.skipif(have_root_tools() is not None, reason=str(have_root_tools()))
 needs_e2fs = pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="e2fsprogs is not installed")
 
 
@@ -179,7 +178,7 @@ def test_a_cd_target_cannot_have_persistence(iso, tmp_path, unverified):
 
 
 def test_the_cli_names_a_bad_size_and_exits_2(iso, tmp_path):
-    proc = subprocess.run(["python3", "-m", "builder", "burn", str(iso), str(tmp_path / "s.img"), "--yes",
+    proc = subprocess.run([sys.executable, "-m", "builder", "burn", str(iso), str(tmp_path / "s.img"), "--yes",
                            "--persistence", "plenty"], capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2 and "--persistence 'plenty'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s.img").exists()
@@ -187,7 +186,7 @@ def test_the_cli_names_a_bad_size_and_exits_2(iso, tmp_path):
 
 @needs_root
 @needs_e2fs
-def test_rest_of_a_stick_fills_the_device(iso, tmp_path, unverified):
+def test_rest_fills_a_loop_device_as_a_stick(iso, tmp_path, unverified):
     with loop_device(tmp_path / "stick.img", 200 * MiB) as dev:
         result = media.burn(iso, str(dev), confirm=yes, force=True, persist="rest")
         assert result.verified
@@ -198,7 +197,7 @@ def test_rest_of_a_stick_fills_the_device(iso, tmp_path, unverified):
 
 
 @needs_root
-def test_a_stick_too_small_for_the_partition_is_refused_before_writing(iso, tmp_path, unverified):
+def test_a_loop_device_too_small_for_the_partition_is_refused_before_writing(iso, tmp_path, unverified):
     with loop_device(tmp_path / "stick.img", 40 * MiB) as dev:
         with pytest.raises(UsageError, match="at least 64.0 MiB needed|no room"):
             media.burn(iso, str(dev), confirm=yes, force=True, persist="rest")
