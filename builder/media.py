@@ -315,7 +315,8 @@ def burn(
     if target.symlink_to is not None:
         log.info("%s is a symlink to %s", given, target.symlink_to)
     plan = _persistence_plan(iso, image_size, target, persist)
-    preflight(iso, image_size if plan is None else plan.layout.disk_bytes, target, force=force)
+    needed = image_size if plan is None else plan.layout.disk_bytes  # what the target must hold
+    preflight(iso, needed, target, force=force)
     if target.kind is TargetKind.OPTICAL and target.device is not None:
         # xorriso's look at the disc made the kernel read it (a new size, perhaps a new diskseq):
         # what the person confirms, and what is checked again before writing, is the drive now.
@@ -331,7 +332,7 @@ def burn(
     if target.kind is TargetKind.OPTICAL:
         digest = _write_optical(iso, image_size, target, report, _Recheck(host, image_size, force))
     else:
-        recheck = _Recheck(host, image_size if plan is None else plan.layout.disk_bytes, force)
+        recheck = _Recheck(host, needed, force)
         digest = _write_direct(iso, image_size, target, report, recheck, plan)
         if plan is not None:
             _make_persistence(target, plan, recheck)

@@ -14,7 +14,6 @@ the image part as written, so verification still covers every byte of the image.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,17 +88,6 @@ def plan(iso: Path, image_bytes: int, size: int | None, disk_bytes: int | None, 
     except ValueError as e:
         raise UsageError(f"{iso}: cannot add a persistence partition: {e}") from None
     return Plan(layout, bytes(disk.head), bytes(disk.tail))
-
-
-def digest_as_written(iso: Path, p: Plan, chunk: int = 4 << 20) -> str:
-    """sha256 of the image part as burn writes it (what the read-back must find)."""
-    h = hashlib.sha256()
-    with iso.open("rb") as f:
-        offset = 0
-        while data := f.read(chunk):
-            h.update(p.image_part(offset, data))
-            offset += len(data)
-    return h.hexdigest()
 
 
 def make_filesystem(path: Path, layout: PersistenceLayout) -> None:

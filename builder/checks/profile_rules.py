@@ -134,7 +134,7 @@ def dom0_persist(profile: Profile, facts: ProfileFacts) -> Iterator[Finding]:
         if hit is not None:
             yield Finding(f"{path} cannot persist: {hit} is {refused[hit]}", "persist a directory of your own "
                           "data instead, such as /root, /home or /etc/ssh", at)  # fmt: skip
-        elif path == "/" or path in ("/etc", "/var"):
+        elif path in ("/etc", "/var"):  # "/" itself never passes the model's path pattern
             yield Finding(f"{path} cannot persist as a whole", "name the directories below it to keep", at)
         outer = next((o for o in profile.dom0.persist if PurePosixPath(o) in pure.parents), None)
         if outer is not None:
