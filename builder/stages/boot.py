@@ -113,11 +113,12 @@ def boot_model(profile: Profile, targets: Sequence[Target] | None = None) -> lis
     xen_args = _join(XEN_CONSOLE, profile.xen.cmdline, *xen_extra)
     dom0_cmdline = _join(profile.dom0.cmdline, *dom0_extra)
     dom0_args = _join(LIVE_ARGS, DOM0_CONSOLE, dom0_cmdline)
+    keeps = persists(profile)
     entries = [
-        BootEntry("xen", "Xen with dom0 and guests" + (" (persistent)" if persists(profile) else ""), XEN, xen_args,
+        BootEntry("xen", "Xen with dom0 and guests" + (" (persistent)" if keeps else ""), XEN, xen_args,
                   KERNEL, dom0_args, INITRD),
         *([BootEntry("fresh", "Xen (fresh, ignore the stick's saved state)", XEN, xen_args, KERNEL,
-                     _join(dom0_args, FRESH_DOM0_ARGS), INITRD)] if persists(profile) else []),
+                     _join(dom0_args, FRESH_DOM0_ARGS), INITRD)] if keeps else []),
         BootEntry("safe", "Xen safe mode (no guests, conservative options)", XEN,
                   _join(xen_args, SAFE_XEN_ARGS), KERNEL,
                   _join(dom0_args, SAFE_DOM0_ARGS), INITRD),

@@ -49,6 +49,20 @@ def test_boot_model_has_xenoppix_entries():
     assert linux.xen is None and linux.kernel_args.endswith("console=ttyS0,115200")
 
 
+def test_a_profile_that_persists_boots_persistent_and_offers_a_fresh_entry(write_profile):
+    profile = load_profile(write_profile("name: keeper\ndom0:\n  persist: [/root]\n"))
+    entries = boot_model(profile)
+    assert [e.id for e in entries] == ["xen", "fresh", "safe", "linux"]
+    xen, fresh = entries[:2]
+    assert xen.title == "Xen with dom0 and guests (persistent)" and "xenlive.fresh" not in xen.kernel_args
+    assert fresh.kernel_args == xen.kernel_args + " xenlive.fresh" and fresh.xen_args == xen.xen_args
+    grub, isolinux = render_grub(profile), render_isolinux(profile)
+    assert grub.count("xenlive.fresh") == 1 and isolinux.count("xenlive.fresh") == 1
+    assert 'menuentry "keeper: Xen (fresh, ignore the stick\'s saved state)"' in grub
+    assert "MENU LABEL Xen (fresh, ignore the stick's saved state)" in isolinux
+    assert "persistent" not in render_grub(load_profile(None))  # the default keeps nothing
+
+
 def test_profile_command_lines_reach_every_menu():
     profile = load_profile(None)
     profile = dataclasses.replace(profile, xen=Xen(cmdline="dom0_mem=512M loglvl=all"))
