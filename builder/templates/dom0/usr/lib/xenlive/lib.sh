@@ -75,7 +75,12 @@ json_string() {
 # Whether dom0 booted in safe mode (the boot menu's "Xen safe mode": xenlive.safe on dom0's
 # command line), which starts no guest.
 safe_mode() {
-    grep -qwF -- xenlive.safe "$CMDLINE" 2>/dev/null
+    cmdline_has xenlive.safe
+}
+
+# cmdline_has WORD: whether dom0's kernel command line has WORD (xenlive.safe, xenlive.fresh, ...).
+cmdline_has() {
+    grep -qwF -- "$1" "$CMDLINE" 2>/dev/null
 }
 
 # Whether the stick's persistence partition is mounted read-write at $PERSIST_DIR for this boot.
