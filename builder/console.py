@@ -75,11 +75,12 @@ class Console:
 
     def __init__(self, fd: int, stdin: IO[bytes] | None, log_file: IO[bytes] | None,
                  stop: threading.Event | None = None,
-                 aside: tuple[str, Callable[[str], None]] | None = None) -> None:  # fmt: skip
+                 asides: tuple[Callable[[str], bool], ...] = ()) -> None:  # fmt: skip
         self.fd = fd
-        # (MARKER, take): a line with MARKER is not the console's own (a guest's log that dom0 relays):
-        # what follows the marker goes to take(), and the line is neither kept, passed on nor returned.
-        self.aside = aside
+        # Readers of lines that are not the console's own (a guest's log that dom0 relays, a machine
+        # report): the first that returns True for a line takes it, and the line is neither kept,
+        # passed on nor returned.
+        self.asides = asides
         self.stop = stop  # set when another boot of a matrix was interrupted: read no more
         self.stdin = stdin
         self.log_file = log_file
@@ -108,8 +109,7 @@ class Console:
         *raw_lines, self.buffer = self.buffer.split(b"\n")
         lines = []
         for line in (clean(raw) for raw in raw_lines):
-            if self.aside is not None and self.aside[0] in line:
-                self.aside[1](line.split(self.aside[0], 1)[1])
+            if any(take(line) for take in self.asides):
                 continue
             lines.append(line)
             self.tail.append(line)

@@ -97,6 +97,14 @@ class MachineFirmware:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Dmi:
+    """Who made the machine and what model it is, as its firmware's DMI (SMBIOS) tables say."""
+
+    vendor: str = field(default="", metadata=_meta("the maker (/sys/class/dmi/id/sys_vendor)", max_length=120))
+    product: str = field(default="", metadata=_meta("the model (/sys/class/dmi/id/product_name)", max_length=120))
+
+
+@dataclass(frozen=True, kw_only=True)
 class PciDevice:
     id: str = field(metadata=_meta('vendor:device in lower-case hex, like "8086:27a2"', pattern=PCI_ID))
     class_code: str = field(metadata=_meta('PCI class, subclass (and prog-if) in hex, like "0300"', pattern=CLASS_CODE))
@@ -148,6 +156,9 @@ class Target:
 
     description: str = field(metadata=_meta("the machine, for people: maker, model, year"))
     year: int | None = field(default=None, metadata=_meta("year the machine came out", min=1990, max=2100))
+    dmi: Dmi | None = field(
+        default=None, metadata=_meta("maker and model as the firmware reports them (machine reports carry them)")
+    )
     cpu: Cpu = field(metadata=_meta("the processor"))
     memory: int | None = field(metadata=_meta("installed RAM in MiB (or a size like 2G)", size=True, min=16))
     firmware: MachineFirmware = field(metadata=_meta("the boot firmware"))

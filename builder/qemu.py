@@ -28,6 +28,7 @@ from typing import BinaryIO
 from builder.bootfirmware import XEN_STARTS, firmware_name
 from builder.console import CommandResult, Console, Expectations, Session, run_session
 from builder.errors import BootTestFailed, MissingToolError, UsageError
+from builder.machinereport import ReportReader, save_report
 from builder.profile.model import Firmware
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ class BootResult:
     commands: list[CommandResult] = field(default_factory=list)  # --exec results, in order
     expect_xen: bool = True  # False where the firmware cannot start Xen: Linux without Xen passes
     guest_logs: dict[str, str] = field(default_factory=dict)  # each guest's console log, saved in the report
+    machine_report: dict[str, object] | None = None  # the machine dom0 described (builder/machinereport.py)
 
     @property
     def expected_next(self) -> str:
@@ -252,6 +254,7 @@ class BootResult:
             "expected": self.expected,
             "commands": [c.as_dict() for c in self.commands],
             "guest_logs": self.guest_logs,
+            "machine_report": self.machine_report,
         }
 
     def failed_guests(self) -> dict[str, dict[str, object]]:
@@ -421,9 +424,10 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
         shots = Screenshots(qmp, report_dir) if report_dir is not None else None
         log_file = (report_dir / "console.log").open("wb") if report_dir is not None else None
         logs = GuestLogs(report_dir / "guests" if report_dir is not None else None)
+        reports = ReportReader()
         try:
             assert proc.stdout is not None
-            console = Console(proc.stdout.fileno(), proc.stdin, log_file, opts.stop, aside=(GUEST_LOG_MARKER, logs.add))
+            console = Console(proc.stdout.fileno(), proc.stdin, log_file, opts.stop, asides=(logs.take, reports))
             start = time.monotonic()
             expectations = Expectations(session.expect, start)
             console.listeners.append(expectations)
@@ -443,6 +447,8 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
                 log_file.close()
             logs.close()
         result.guest_logs = logs.paths()
+        if report_dir is not None:
+            result.machine_report = save_report(reports.last, report_dir)
         if shots is not None:
             shots.take("end")
             result.screenshots = shots.taken
@@ -459,6 +465,13 @@ class GuestLogs:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory  # None: the lines are set aside and not kept
         self.files: dict[str, BinaryIO] = {}
+
+    def take(self, line: str) -> bool:
+        """A Console's aside: keep a XENLIVE-GUEST-LOG line (True) and pass on any other (False)."""
+        if GUEST_LOG_MARKER not in line:
+            return False
+        self.add(line.split(GUEST_LOG_MARKER, 1)[1])
+        return True
 
     def add(self, text: str) -> None:
         name, _, line = text.partition(" ")

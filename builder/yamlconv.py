@@ -207,8 +207,8 @@ class Converter:
     def convert(self, node: yaml.Node, tp: Any, path: str, meta: Mapping[str, Any]) -> Any:
         origin = typing.get_origin(tp)
         if origin in (typing.Union, types.UnionType):
-            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
-                return None  # an optional field written as null: its default
+            if _is_null(node):
+                return None
             args = [a for a in typing.get_args(tp) if a is not type(None)]
             if meta.get("builtins") is not None and isinstance(node, yaml.ScalarNode):
                 return self.convert_source(node, args[0], path, meta)
@@ -382,6 +382,7 @@ class Converter:
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
         kwargs: dict[str, Any] = {}
+        nulls: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             sub = f"{path}.{key}" if path else str(key)
@@ -400,13 +401,20 @@ class Converter:
                 continue
             if fields[key].metadata.get("resolved"):
                 continue
+            if _is_null(value_node) and type(None) in typing.get_args(hints[key]):
+                nulls.add(key)  # an optional field written as null: none, or not known
             kwargs[key] = self.convert(value_node, hints[key], sub, fields[key].metadata)
         for name, f in fields.items():
             if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 self.error(node, path, f"missing required key {name!r}")
         if self.problems:
             return None
-        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+        # None is also what a conversion that failed returns: only a written null stays None.
+        return cls(**{k: v for k, v in kwargs.items() if v is not None or k in nulls})
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -208,3 +208,25 @@ def test_option_in_a_known_issue_is_limited_like_a_command_line(tmp_path: Path) 
         f"{path}:11:57: known_issues[0].xen_cmdline: 'a\" b' is not valid: Xen options that work around the issue,"
         " e.g. efi=no-rs or iommu=no-igfx; a profile applies them with checks.target_options"
     ]
+
+
+def test_null_says_not_known_even_where_a_field_has_a_default_or_none(tmp_path: Path) -> None:
+    path = tmp_path / "vague-box.yaml"
+    text = MINIMAL.replace("threads: 4", "threads: null").replace("memory: 4G", "memory: null")
+    path.write_text(text.replace("type: bios", "type: null\n  csm: null\n  secure_boot: null") + "iommu: null\n")
+    target = load_target_file(path)
+    assert (target.cpu.threads, target.memory, target.iommu) == (None, None, None)
+    assert (target.firmware.type, target.firmware.csm, target.firmware.secure_boot) == (None, None, None)
+    path.write_text(MINIMAL)
+    target = load_target_file(path)
+    assert (target.iommu, target.firmware.csm, target.firmware.secure_boot) == (False, False, False)  # defaults
+
+
+def test_dmi_maker_and_model(tmp_path: Path) -> None:
+    path = tmp_path / "box.yaml"
+    path.write_text(MINIMAL + 'dmi: {vendor: "LENOVO", product: "20L5CTO1WW"}\n')
+    dmi = load_target_file(path).dmi
+    assert dmi is not None and (dmi.vendor, dmi.product) == ("LENOVO", "20L5CTO1WW")
+    path.write_text(MINIMAL + f"dmi: {{vendor: {'x' * 121}}}\n")
+    with pytest.raises(ProfileError, match="dmi.vendor: expected at most 120 characters"):
+        load_target_file(path)

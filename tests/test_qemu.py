@@ -14,6 +14,8 @@ from builder.console import Console
 from builder.profile.model import Firmware
 from builder.qemu import BootOptions, MediaKind, judge_ready, qemu_command
 
+from .conftest import REPO
+
 
 @pytest.fixture(autouse=True)
 def fake_qemu(monkeypatch):
@@ -352,7 +354,7 @@ def test_guest_console_logs_go_to_the_report_and_never_count_as_dom0s(tmp_path):
     logs = qemu.GuestLogs(tmp_path / "guests")
     try:
         assert proc.stdout is not None
-        console = Console(proc.stdout.fileno(), None, None, aside=(qemu.GUEST_LOG_MARKER, logs.add))
+        console = Console(proc.stdout.fileno(), None, None, asides=(logs.take,))
         result = qemu._watch(proc, console, time.monotonic(), 20, "tcg")
     finally:
         qemu._terminate(proc)
@@ -376,3 +378,45 @@ def test_guest_console_logs_go_to_the_report_and_never_count_as_dom0s(tmp_path):
         "  | Kernel panic - not syncing: x",
         f"  (its whole console log: {tmp_path / 'guests/dies.log'})",
     ]
+
+
+def test_a_machine_report_on_the_console_is_kept_checked_and_never_judged_as_dom0s(tmp_path):
+    """dom0 prints its machine report between markers: the lines go to the report's machine.yaml
+    (a "Kernel panic" in a DMI string there is text, not a failure); a damaged one is not kept."""
+    import hashlib
+
+    from builder.hardware import load_target_file
+    from builder.machinereport import ReportReader, save_report
+
+    text = (
+        (REPO / "builder/data/hardware/qemu-bios.yaml")
+        .read_text()
+        .replace("description: QEMU", "description: Kernel panic - not syncing QEMU")
+    )
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    ready = json.dumps({"profile": "p", "xen": "4.20.4", "guests": {"g": {"state": "running"}}})
+    lines = ["(XEN) Xen version 4.20.4", "XENLIVE-MACHINE-BEGIN qemu-standard-pc", *text.splitlines(),
+             f"XENLIVE-MACHINE-END qemu-standard-pc sha256={digest}", f"XENLIVE-READY {ready}"]  # fmt: skip
+    proc = _fake_boot(
+        "import time\n" + "".join(f"print({line!r}, flush=True)\n" for line in lines) + "time.sleep(30)\n"
+    )
+    reports = ReportReader()
+    try:
+        assert proc.stdout is not None
+        console = Console(proc.stdout.fileno(), None, None, asides=(reports,))
+        result = qemu._watch(proc, console, time.monotonic(), 20, "tcg")
+    finally:
+        qemu._terminate(proc)
+    assert result.passed, result.reason
+    assert not any("panic" in line for line in result.tail)
+    saved = save_report(reports.last, tmp_path)
+    assert saved == {"file": str(tmp_path / "machine.yaml"), "name": "qemu-standard-pc", "problems": []}
+    assert load_target_file(tmp_path / "machine.yaml").description.startswith("Kernel panic")
+
+    damaged = ReportReader()
+    for line in lines[1:4] + lines[5:-1]:  # one line lost on the way
+        assert damaged(line)
+    assert save_report(damaged.last, tmp_path / "other") == {
+        "file": None, "name": "qemu-standard-pc",
+        "problems": ["the machine report arrived damaged (its sha256 does not match)"]}  # fmt: skip
+    assert save_report(None, tmp_path)["problems"] == ["no machine report on the console"]

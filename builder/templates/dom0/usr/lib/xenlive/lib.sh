@@ -83,6 +83,11 @@ cmdline_has() {
     grep -qwF -- "$1" "$CMDLINE" 2>/dev/null
 }
 
+# The medium's build id (the name of its xenlive/BUILD.id file), or nothing.
+build_id() {
+    ls "$MEDIUM/xenlive" 2>/dev/null | sed -n 's/^\([0-9a-f]*\)\.id$/\1/p' | head -n 1
+}
+
 # Whether the stick's persistence partition is mounted read-write at $PERSIST_DIR for this boot.
 persistence_on() {
     [ "$(sed -n 1p "$PERSIST_STATE" 2>/dev/null)" = on ]
