@@ -139,9 +139,10 @@ def build(profile: str | None, output: Path | None, ignore_checks: tuple[str, ..
     "--target",
     "targets",
     multiple=True,
-    metavar="NAME",
+    metavar="NAME|FILE",
     shell_complete=_complete_target,
-    help="A machine from the hardware database (repeatable; 'all' for every one).",
+    help="A machine from the hardware database, or a hardware file such as a machine report (repeatable;"
+    " 'all' for every known one).",
 )
 @click.option("--host", is_flag=True, help="Check against this machine (from /proc and /sys).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (or with --list, the list) as JSON.")
@@ -342,6 +343,31 @@ def burn(iso: Path, target: str, yes: bool, no_verify: bool, force: bool, persis
 def devices(as_json: bool) -> None:
     """List the removable disks and optical drives that burn would write to."""
     commands.devices_command(as_json)
+
+
+@cli.group("hardware")
+def hardware_group() -> None:
+    """The hardware database: the machines images are checked against, and the user's own."""
+
+
+@hardware_group.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--name", metavar="NAME", help="Import under this target name (default: from the DMI maker and model).")
+@click.option("--force", is_flag=True, help="Replace a machine of the same name that says something else.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was imported as JSON.")
+@_output_options
+def hardware_import(source: Path, name: str | None, force: bool, as_json: bool) -> None:
+    """Add machine reports (a FILE, or a directory such as a stick's xenlive-reports/ or a test
+    report) to your hardware directory, after validating every one."""
+    commands.hardware_import_command(source, name, force=force, as_json=as_json)
+
+
+@hardware_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the machines as JSON.")
+@_output_options
+def hardware_list(as_json: bool) -> None:
+    """List every known machine and the file that describes it (yours override the built-in ones)."""
+    commands.hardware_list_command(as_json)
 
 
 @cli.group("cache")

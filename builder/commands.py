@@ -321,6 +321,36 @@ def devices_command(as_json: bool) -> None:
 # --- the cache -----------------------------------------------------------------------------------------
 
 
+def hardware_import_command(source: Path, name: str | None, *, force: bool, as_json: bool) -> None:
+    from builder.hwimport import import_reports
+
+    done = import_reports(source, name, force=force)
+    if as_json:
+        _echo_json([{"name": d.name, "file": str(d.path), "from": str(d.source), "state": d.state} for d in done])
+        return
+    for d in done:
+        click.echo(f"{d.state:<9} {d.name:<40} {d.path}  (from {d.source})")
+    log.info("check an image against them with: xenlive check PROFILE --target NAME")
+
+
+def hardware_list_command(as_json: bool) -> None:
+    from builder.hardware import load_target_file, target_files
+
+    rows = []
+    for name, path in target_files().items():
+        try:
+            description = load_target_file(path).description
+        except XenliveError as e:
+            description = f"(invalid: {e.message.splitlines()[0]})"
+        rows.append({"name": name, "description": description, "file": str(path)})
+    if as_json:
+        _echo_json(rows)
+        return
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['description']}  [{r['file']}]")
+
+
 def cache_ls_command(as_json: bool) -> None:
     from builder import cache
 

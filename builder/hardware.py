@@ -29,6 +29,10 @@ PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 CLASS_CODE = re.compile(r"[0-9a-f]{4}([0-9a-f]{2})?")
 ISSUE_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 MAX_FILE_BYTES = 256 * 1024
+# Text for people (descriptions, names): one line, no control characters, so that printing it can
+# never drive the terminal of whoever lists or checks a stranger's hardware file.
+TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,500}")
+TEXT_INVALID = "expected one line of text without control characters, at most 500 characters"
 
 # The QEMU machines `xenlive test` boots; a build checks against these unless the profile names others.
 # (qemu-uefi-ia32, the machine of `--firmware uefi-ia32`, is in the database but not a default target:
@@ -64,7 +68,7 @@ def _meta(help: str, **kw: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, kw_only=True)
 class Cpu:
-    model: str = field(metadata=_meta("CPU model as /proc/cpuinfo names it"))
+    model: str = field(metadata=_meta("CPU model as /proc/cpuinfo names it", pattern=TEXT, invalid=TEXT_INVALID))
     arch: Arch = field(metadata=_meta("widest mode the CPU runs: x86_64 (has lm) or i686"))
     threads: int | None = field(metadata=_meta("hardware threads (logical CPUs) in the machine", min=1, max=8192))
     flags: tuple[str, ...] = field(
@@ -100,15 +104,19 @@ class MachineFirmware:
 class Dmi:
     """Who made the machine and what model it is, as its firmware's DMI (SMBIOS) tables say."""
 
-    vendor: str = field(default="", metadata=_meta("the maker (/sys/class/dmi/id/sys_vendor)", max_length=120))
-    product: str = field(default="", metadata=_meta("the model (/sys/class/dmi/id/product_name)", max_length=120))
+    vendor: str = field(
+        default="", metadata=_meta("the maker (/sys/class/dmi/id/sys_vendor)", pattern=TEXT, invalid=TEXT_INVALID)
+    )
+    product: str = field(
+        default="", metadata=_meta("the model (/sys/class/dmi/id/product_name)", pattern=TEXT, invalid=TEXT_INVALID)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class PciDevice:
     id: str = field(metadata=_meta('vendor:device in lower-case hex, like "8086:27a2"', pattern=PCI_ID))
     class_code: str = field(metadata=_meta('PCI class, subclass (and prog-if) in hex, like "0300"', pattern=CLASS_CODE))
-    name: str = field(default="", metadata=_meta("what the device is, for people"))
+    name: str = field(default="", metadata=_meta("what the device is, for people", pattern=TEXT, invalid=TEXT_INVALID))
 
     @property
     def kind(self) -> DeviceKind:
@@ -124,8 +132,8 @@ class PciDevice:
 @dataclass(frozen=True, kw_only=True)
 class KnownIssue:
     id: str = field(metadata=_meta("kebab-case id of the issue", pattern=ISSUE_ID))
-    summary: str = field(metadata=_meta("what goes wrong"))
-    workaround: str = field(metadata=_meta("what the user can do about it"))
+    summary: str = field(metadata=_meta("what goes wrong", pattern=TEXT, invalid=TEXT_INVALID))
+    workaround: str = field(metadata=_meta("what the user can do about it", pattern=TEXT, invalid=TEXT_INVALID))
     devices: tuple[str, ...] = field(
         default=(),
         metadata=_meta("PCI vendor:device ids the issue applies to (empty: the machine itself)", pattern=PCI_ID),
@@ -154,7 +162,9 @@ class KnownIssue:
 class Target:
     """One machine an image may be run on."""
 
-    description: str = field(metadata=_meta("the machine, for people: maker, model, year"))
+    description: str = field(
+        metadata=_meta("the machine, for people: maker, model, year", pattern=TEXT, invalid=TEXT_INVALID)
+    )
     year: int | None = field(default=None, metadata=_meta("year the machine came out", min=1990, max=2100))
     dmi: Dmi | None = field(
         default=None, metadata=_meta("maker and model as the firmware reports them (machine reports carry them)")
@@ -214,10 +224,12 @@ def _compose(path: Path) -> yaml.Node:
     return compose_file(path, str(path), "hardware file", MAX_FILE_BYTES)
 
 
-def load_target_file(path: Path) -> Target:
-    """Read and validate one hardware file; raise ProfileError (exit 2) naming file:line: key."""
-    if not TARGET_NAME.fullmatch(path.stem):
-        raise ProfileError([f"{path}: {path.stem!r} is not a valid target name (a-z, 0-9, '.', '_', '-')"])
+def load_target_file(path: Path, name: str | None = None) -> Target:
+    """Read and validate one hardware file; raise ProfileError (exit 2) naming file:line: key.
+    The target's name is the file's, unless `name` is given."""
+    name = path.stem if name is None else name
+    if not TARGET_NAME.fullmatch(name):
+        raise ProfileError([f"{path}: {name!r} is not a valid target name (a-z, 0-9, '.', '_', '-')"])
     root = _compose(path)
     conv = Converter(path.parent, {})
     target: Target | None = conv.convert(root, Target, "", {})
@@ -227,7 +239,7 @@ def load_target_file(path: Path) -> Target:
         node = node_at(root, ("firmware", "csm"))
         raise ProfileError([format_problem(node, "firmware.csm", "a BIOS machine has no CSM: that is a UEFI part")],
                            hint="set firmware.type to uefi or uefi-ia32, or drop csm")  # fmt: skip
-    return replace(target, name=path.stem, source=path)
+    return replace(target, name=name, source=path)
 
 
 def load_target(name: str, dirs: list[Path] | None = None) -> Target:
@@ -237,16 +249,41 @@ def load_target(name: str, dirs: list[Path] | None = None) -> Target:
         known = ", ".join(files) or "(none)"
         raise UsageError(
             f"unknown target {name!r}; known targets: {known}",
-            hint="describe a new machine in ~/.config/xenlive/hardware/NAME.yaml, or use --host",
+            hint="give a hardware file or machine report as --target FILE, add one with `xenlive hardware import`,"
+            " or use --host",
         )
     return load_target_file(files[name])
 
 
+def is_target_file(spec: str) -> bool:
+    """Whether a --target value names a file (a path, or NAME.yaml) rather than a database entry."""
+    return "/" in spec or spec.endswith((".yaml", ".yml"))
+
+
+def name_for(text: str) -> str:
+    """A target name made from any text (a file name, a maker and model): lower case, runs of
+    anything else as one '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].rstrip("-") or "machine"
+
+
 def load_targets(names: tuple[str, ...] | list[str], dirs: list[Path] | None = None) -> list[Target]:
-    """Targets by name; "all" stands for the whole database."""
+    """Targets by name or file (a machine report, any hardware file); "all" stands for the whole
+    database. Two files of the same name (two reports called machine.yaml) get -2, -3, ..."""
     if "all" in names:
-        names = list(target_files(dirs))
-    return [load_target(n, dirs) for n in dict.fromkeys(names)]
+        names = [*target_files(dirs), *(n for n in names if is_target_file(n))]
+    targets: list[Target] = []
+    for spec in dict.fromkeys(names):
+        if not is_target_file(spec):
+            targets.append(load_target(spec, dirs))
+            continue
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(f"--target {spec}: no such file", hint="give a hardware file or a machine report")
+        base = name_for(path.stem)
+        taken = {t.name for t in targets} | {n for n in names if not is_target_file(n)}
+        name = next(n for k in range(1, len(names) + 2) if (n := base if k == 1 else f"{base}-{k}") not in taken)
+        targets.append(load_target_file(path, name))
+    return targets
 
 
 def target_issues(target: Target, general: tuple[KnownIssue, ...] | None = None) -> list[KnownIssue]:

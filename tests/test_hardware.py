@@ -227,6 +227,7 @@ def test_dmi_maker_and_model(tmp_path: Path) -> None:
     path.write_text(MINIMAL + 'dmi: {vendor: "LENOVO", product: "20L5CTO1WW"}\n')
     dmi = load_target_file(path).dmi
     assert dmi is not None and (dmi.vendor, dmi.product) == ("LENOVO", "20L5CTO1WW")
-    path.write_text(MINIMAL + f"dmi: {{vendor: {'x' * 121}}}\n")
-    with pytest.raises(ProfileError, match="dmi.vendor: expected at most 120 characters"):
-        load_target_file(path)
+    for bad in ('"\\e]0;owned\\a"', '"two\\nlines"', "x" * 501):
+        path.write_text(MINIMAL + f"dmi: {{vendor: {bad}}}\n")
+        with pytest.raises(ProfileError, match="dmi.vendor: expected one line of text without control characters"):
+            load_target_file(path)

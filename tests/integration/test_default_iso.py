@@ -15,6 +15,8 @@ from pathlib import Path
 import pycdlib
 import pytest
 
+from builder.hardware import load_target, load_target_file
+
 from tests.integration.common import xenlive as run_xenlive
 
 pytestmark = [
@@ -96,9 +98,26 @@ def test_matrix_boots_to_ready_with_guest_running(default_iso, tmp_path):
         run_dir = Path(run["report_dir"])
         assert {p.name for p in run_dir.iterdir()} >= {"console.log", "menu.png", "end.png", "result.json"}
         assert (run_dir / "menu.png").read_bytes().startswith(b"\x89PNG")
+        same_verdict_as_the_shipped_description(run)
         print(f"{run['firmware']}/{run['media']}: READY after {run['seconds']} s ({run['accel']}): {run['stages']}")
     suite = ET.parse(junit).getroot()
     assert suite.get("tests") == "4" and suite.get("failures") == "0"
+
+
+def same_verdict_as_the_shipped_description(run: dict) -> None:
+    """The machine dom0 described (machine.yaml), checked against the default profile, gives the same
+    result for every check as the hardware file of the QEMU machine that booted."""
+    report = run["machine_report"]
+    assert report["problems"] == [] and report["file"] == str(Path(run["report_dir"]) / "machine.yaml"), report
+    shipped = f"qemu-{run['firmware']}"
+    proc = xenlive("check", "default", "--target", report["file"], "--target", shipped, "--json")
+    targets = json.loads(proc.stdout)["targets"]
+    checks = {name: {c["id"]: c["status"] for c in t["checks"]} for name, t in targets.items()}
+    assert checks["machine"] == checks[shipped], (report, checks)
+    assert targets["machine"]["verdict"] == targets[shipped]["verdict"] == "ok"
+    seen, known = (load_target_file(Path(report["file"])), load_target(shipped))
+    assert seen.dmi == known.dmi and seen.firmware.type == known.firmware.type and seen.memory == known.memory
+    assert seen.cpu.threads == known.cpu.threads and set(seen.cpu.flags) == set(known.cpu.flags)
 
 
 def test_broken_dom0_kernel_fails_at_xen_with_reason(default_iso, tmp_path):
