@@ -16,7 +16,6 @@ import pycdlib
 import pytest
 
 from builder.hardware import load_target, load_target_file
-
 from tests.integration.common import xenlive as run_xenlive
 
 pytestmark = [
