@@ -75,7 +75,8 @@ def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str
 
     from builder.hardware import target_files
 
-    return [CompletionItem(n) for n in ["all", *target_files()] if n.startswith(incomplete)]
+    names = [CompletionItem(n) for n in ["all", *target_files()] if n.startswith(incomplete)]
+    return [*names, CompletionItem(incomplete, type="file")]  # or a hardware file, a machine report
 
 
 def _variables(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:

@@ -155,7 +155,8 @@ def test_shell_completion_offers_profile_and_target_names(tmp_path):
     ]  # fmt: skip
     assert _complete("xenlive test x", tmp_path) == ["plain,xenoppix", "file,x"]
     targets = _complete("xenlive check default --target thinkpad-t", tmp_path)
-    assert targets == ["plain,thinkpad-t400", "plain,thinkpad-t480", "plain,thinkpad-t60-core-duo"]
+    assert targets == ["plain,thinkpad-t400", "plain,thinkpad-t480", "plain,thinkpad-t60-core-duo", "file,thinkpad-t"]
+    assert _complete("xenlive check --target reports/m", tmp_path) == ["file,reports/m"]  # a machine report
     assert "plain,all" in _complete("xenlive check --target ", tmp_path)
 
 

@@ -78,10 +78,14 @@ def test_a_stick_keeps_dom0s_files_and_a_guests_disk_across_boots(tmp_path: Path
     assert ready["guests"]["keep"]["writes"] == "stick", ready["guests"]
     assert guest_boots(first) == [1]
 
-    second = boot(stick, tmp_path / "second", "cat /root/persisted; sync", "uefi")
+    # Each boot kept its machine report on the stick too, under the machine's name (i440FX, then Q35).
+    reports = "ls /run/xenlive/persistence/xenlive-reports"
+    second = boot(stick, tmp_path / "second", f"cat /root/persisted; {reports}; sync", "uefi")
     ready = second["ready"]
     assert isinstance(ready, dict)
     assert ready["persistence"]["state"] == "on" and ready["persistence"]["warnings"] == [], ready["persistence"]
-    assert second["commands"][0]["output"] == ["kept-by-xenlive"], second["commands"]
+    assert second["commands"][0]["output"] == [
+        "kept-by-xenlive", "qemu-standard-pc-i440fx-piix-1996.yaml", "qemu-standard-pc-q35-ich9-2009.yaml"
+    ], second["commands"]  # fmt: skip
     assert guest_boots(second) == [2]
     print(f"persistent boots: READY after {first['seconds']} s, then {second['seconds']} s")
