@@ -42,11 +42,12 @@ def machine(tmp_path: Path, *, xl: str | None = XL_INFO, vendor: str = "LENOVO",
     dom0.write("sys/class/dmi/id/product_name", product + "\n")
     for slot, (vendor_id, device, cls) in {"0000:00:00.0": ("0x8086", "0x5914", "0x060000"),
                                            "0000:00:02.0": ("0x8086", "0x5917", "0x030000"),
-                                           "0000:00:1f.6": ("0x8086", "0x15D7", "0x020000")}.items():  # fmt: skip
+                                           "0000:00:1f.6": ("0x8086", "0x15d7", "0x020000")}.items():  # fmt: skip
         for key, value in (("vendor", vendor_id), ("device", device), ("class", cls)):
             dom0.write(f"sys/bus/pci/devices/{slot}/{key}", value + "\n")
-    (dom0.path("sys/bus/pci/drivers/e1000e")).mkdir(parents=True)
-    dom0.path("sys/bus/pci/devices/0000:00:1f.6/driver").symlink_to(dom0.path("sys/bus/pci/drivers/e1000e"))
+    dom0.path("sys/bus/pci/drivers/e1000e").mkdir(parents=True)  # as sysfs has it: the driver links its devices
+    dom0.path("sys/bus/pci/drivers/e1000e/0000:00:1f.6").symlink_to(dom0.path("sys/bus/pci/devices/0000:00:1f.6"))
+    dom0.write("sys/bus/pci/drivers/e1000e/bind", "")
     if efi:
         dom0.write("sys/firmware/efi/fw_platform_size", "64\n")
     dom0.command("xl", f"cat <<'EOF'\n{xl}EOF\n" if xl is not None else "exit 1\n")

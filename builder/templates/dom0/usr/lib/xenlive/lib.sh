@@ -85,7 +85,13 @@ cmdline_has() {
 
 # The medium's build id (the name of its xenlive/BUILD.id file), or nothing.
 build_id() {
-    ls "$MEDIUM/xenlive" 2>/dev/null | sed -n 's/^\([0-9a-f]*\)\.id$/\1/p' | head -n 1
+    for id in "$MEDIUM"/xenlive/*.id; do
+        id=${id##*/}
+        id=${id%.id}
+        case "$id" in *[!0-9a-f]*|"") continue ;; esac
+        echo "$id"
+        return
+    done
 }
 
 # Whether the stick's persistence partition is mounted read-write at $PERSIST_DIR for this boot.
