@@ -40,6 +40,8 @@ READY_MARKER = "XENLIVE-READY "
 XEN_LINE = "(XEN) "  # how each of Xen's own console lines starts
 XENLIVE_LINE = "XENLIVE-"  # the start of every line xenlive's dom0 services print
 GUEST_LOG_MARKER = "XENLIVE-GUEST-LOG "  # dom0's ready service prints each guest's console log with it
+GUEST_LOGS_DONE = re.compile(r"XENLIVE-GUEST-LOGS-DONE")  # ... after XENLIVE-READY, then this line
+GUEST_LOGS_WAIT = 120.0  # seconds, at most, for the guests' logs after XENLIVE-READY
 GUEST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a Xen domain name as xenlive allows it
 
 
@@ -434,6 +436,8 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
             result = _watch(
                 proc, console, start, timeout, accel, shots, opts.stop, expect_xen=XEN_STARTS[opts.firmware]
             )
+            if result.ready is not None:
+                read_guest_logs(console, start + timeout)
             if result.passed and session.active:
                 failure, done = run_session(console, session, expectations, start + timeout)
                 result.commands = done
@@ -453,6 +457,13 @@ def boot_and_wait(iso: Path, opts: BootOptions, timeout: float, report_dir: Path
             shots.take("end")
             result.screenshots = shots.taken
         return result
+
+
+def read_guest_logs(console: Console, deadline: float) -> bool:
+    """Read on after XENLIVE-READY until dom0 has relayed the guests' console logs (the console's
+    asides keep them); whether their end came before the deadline or GUEST_LOGS_WAIT."""
+    until = min(deadline, time.monotonic() + GUEST_LOGS_WAIT)
+    return console.wait_for(GUEST_LOGS_DONE, until) is not None
 
 
 class GuestLogs:

@@ -267,8 +267,14 @@ def test_the_services_read_the_files_the_builder_writes(tmp_path: Path) -> None:
     hwcheck = dom0.run("hwcheck")
     assert hwcheck.stderr == ""
     assert "XENLIVE-HWCHECK ok   guest tiny (pv, 128 MiB, 1 vCPU)" in hwcheck.stdout.splitlines()
-    ready = dom0.run("ready", XENLIVE_READY_WAIT="1")
+    dom0.write("var/log/xen/console/guest-tiny.log", "[    0.0] Linux version 6.12\r\nwelcome\r\n")
+    ready = dom0.run("ready", XENLIVE_READY_WAIT="1", XENLIVE_LOG_PACE="0")
     assert ready.stderr == ""
+    # On the console: READY first, then the guests' logs, then the line that ends them.
+    console = dom0.read("dev/console").split("\nXENLIVE-READY ", 1)[1].splitlines()
+    assert console[0].startswith("{") and console[1:] == [
+        "XENLIVE-GUEST-LOG tiny [    0.0] Linux version 6.12", "XENLIVE-GUEST-LOG tiny welcome",
+        "XENLIVE-GUEST-LOGS-DONE"]  # fmt: skip
     assert json.loads(ready.stdout.removeprefix("XENLIVE-READY ")) == {
         "profile": "default",
         "xen": "4.17.5",

@@ -341,12 +341,13 @@ def test_guest_console_logs_go_to_the_report_and_never_count_as_dom0s(tmp_path):
     lines = [
         "(XEN) Xen version 4.17.5",
         "[    0.0] Linux version 6.1.0",
+        f"XENLIVE-READY {ready}",  # the logs come after the line, and their end is marked
         "XENLIVE-GUEST-LOG dies [    0.0] Linux version 6.1.0",
         "XENLIVE-GUEST-LOG dies Kernel panic - not syncing: x",
         "XENLIVE-GUEST-LOG fits XENLIVE-GUEST-READY fits",
         "XENLIVE-GUEST-LOG ../../etc/passwd owned",  # not a domain name: no file anywhere
         "XENLIVE-GUEST-LOG fits ",  # an empty line of the guest's stays one
-        f"XENLIVE-READY {ready}",
+        "XENLIVE-GUEST-LOGS-DONE",
     ]
     proc = _fake_boot(
         "import time\n" + "".join(f"print({line!r}, flush=True)\n" for line in lines) + "time.sleep(30)\n"
@@ -356,6 +357,7 @@ def test_guest_console_logs_go_to_the_report_and_never_count_as_dom0s(tmp_path):
         assert proc.stdout is not None
         console = Console(proc.stdout.fileno(), None, None, asides=(logs.take,))
         result = qemu._watch(proc, console, time.monotonic(), 20, "tcg")
+        assert qemu.read_guest_logs(console, time.monotonic() + 20)
     finally:
         qemu._terminate(proc)
         logs.close()
