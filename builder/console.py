@@ -88,9 +88,18 @@ class Console:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.listeners: list[Callable[[str], None]] = []
         self.closed = False
+        self.unread: list[str] = []  # lines a reader handed back, returned again by the next read
+
+    def give_back(self, lines: list[str]) -> None:
+        """Lines a reader took but did not use (those after the one it waited for): the next read
+        returns them first (they have been logged and passed to the listeners already)."""
+        self.unread = lines + self.unread
 
     def read(self, timeout: float) -> list[str]:
         """The complete lines that arrive within `timeout` seconds (maybe none); sets `closed` at EOF."""
+        if self.unread:
+            lines, self.unread = self.unread, []
+            return lines
         if self.stop is not None and self.stop.is_set():
             self.closed = True
         if self.closed:

@@ -594,7 +594,7 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
         if console.closed or (not lines and proc.poll() is not None):
             proc.wait()
             return failed() if failure else result(False, f"QEMU exited with status {proc.returncode}")
-        for line in lines:
+        for index, line in enumerate(lines):
             for name, pattern in STAGES:
                 if name not in stages and pattern.search(line):
                     stages[name] = time.monotonic() - start
@@ -622,6 +622,7 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
                     return result(False, f"XENLIVE-READY line is not JSON: {payload[:200]}")
                 verdict = judge_ready(ready, expect_xen)
                 passed = "every guest is running" if expect_xen else BARE_PASS
+                console.give_back(lines[index + 1 :])  # what came after the line is read on from there
                 return result(verdict is None, verdict or passed, ready)
 
 

@@ -26,6 +26,8 @@ FAKE_QEMU = textwrap.dedent(
         print(line, flush=True)
     ready = {{"profile": "default", "xen": "4.17.5", "guests": {{"tiny": {{"state": "running"}}}}}}
     print("\\x1b[0mXENLIVE-READY " + json.dumps(ready), flush=True)
+    print("XENLIVE-GUEST-LOG tiny hello from tiny", flush=True)
+    print("XENLIVE-GUEST-LOGS-DONE", flush=True)
     if mode == "silent":
         time.sleep(600)
     shell = subprocess.Popen(["sh"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
