@@ -439,13 +439,14 @@ def test_a_guest_that_fails_to_start_is_reported_and_the_others_start(tmp_path: 
     }  # fmt: skip
     console = dom0.read("dev/console").splitlines()
     assert "XENLIVE-GUEST-MARKER tiny: XENLIVE-GUEST-READY tiny" in console
-    # every guest's console log, line by line, before the readiness line
-    assert [c for c in console if c.startswith("XENLIVE-GUEST-LOG ")] == [
+    # every guest's console log, line by line, after the readiness line, then the line that ends them
+    at = console.index(line)
+    assert console[at - 1] == "" and console[-1] == "XENLIVE-GUEST-LOGS-DONE"  # the marker starts a line
+    assert [c for c in console[at:] if c.startswith("XENLIVE-GUEST-LOG ")] == [
         "XENLIVE-GUEST-LOG deb XENLIVE-GUEST-NET deb iface=enX0 addr=10.0.2.16/24 dom0=10.0.2.15 ping=no",
         "XENLIVE-GUEST-LOG tiny Linux",
         "XENLIVE-GUEST-LOG tiny XENLIVE-GUEST-READY tiny",
     ]
-    assert console[-2:] == ["", line]  # the marker line starts a line of its own
     verdict = judge_ready(ready)
     assert verdict is not None and "broken: failed" in verdict and "deb: ready marker not seen" in verdict
 
@@ -555,7 +556,7 @@ def test_failed_guests_say_why_and_what_to_change(tmp_path: Path) -> None:
         },
     }  # fmt: skip
     console = dom0.read("dev/console").splitlines()
-    logged = [line.removeprefix("XENLIVE-GUEST-LOG crashy ") for line in console if "GUEST-LOG" in line]
+    logged = [line.removeprefix("XENLIVE-GUEST-LOG crashy ") for line in console if "XENLIVE-GUEST-LOG " in line]
     assert logged == [line.replace("\r", "") for line in OOM_CONSOLE.splitlines()]  # the whole log, as it was
     assert "small: failed (xl create: xc: error: panic:" in (judge_ready(ready) or "")
 
