@@ -19,7 +19,7 @@ from builder.stages.guests import build_guests
 
 from .dom0_services import SERVICES, FakeDom0
 
-SERVICE_NAMES = ("guests", "hwcheck", "ready", "report", "setup", "vif-bridge")
+SERVICE_NAMES = ("guests", "hwcheck", "ready", "report", "setup", "vif-bridge", "xen-daemons")
 TRICKY = [
     "",
     "plain words",
@@ -339,8 +339,8 @@ def test_setup_applies_the_owners_under_the_root(dom0: FakeDom0, tmp_path: Path)
 
 def test_every_program_a_xenlive_unit_starts_is_shipped_executable() -> None:
     """systemd refuses an ExecStart= file without its execute bits: the service fails at every boot."""
-    units = sorted((SERVICES.parents[2] / "etc/systemd/system").glob("xenlive-*.service"))
-    assert len(units) >= 6
+    units = sorted((SERVICES.parents[2] / "etc/systemd/system").glob("xen*.service"))
+    assert len(units) >= 7
     for unit in units:
         programs = re.findall(r"^ExecStart=-?(/\S+)", unit.read_text(), re.M)
         assert programs, unit.name

@@ -126,14 +126,13 @@ def install_section(unit_file: Path) -> dict[str, list[str]]:
 
 
 def mask_units(root: Path) -> None:
-    """Link the units in data/dom0-masked-units.txt to /dev/null, as `systemctl mask` would."""
+    """Link the units and generators in data/dom0-masked-units.txt to /dev/null, as `systemctl mask` would."""
     text = resources.files("builder").joinpath("data/dom0-masked-units.txt").read_text()
-    units = root / "etc/systemd/system"
-    units.mkdir(parents=True, exist_ok=True)
     for line in text.splitlines():
         name = line.split("#", 1)[0].strip()
         if name:
-            link = units / name
+            link = root / "etc/systemd" / (name if "/" in name else f"system/{name}")
+            link.parent.mkdir(parents=True, exist_ok=True)
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to("/dev/null")

@@ -242,9 +242,29 @@ def test_units_that_delay_a_live_boot_are_masked(ctx):
         "ldconfig.service",
         "systemd-journal-catalog-update.service",
         "systemd-update-done.service",
+        "systemd-binfmt.service",
+        "modprobe@fuse.service",
+        "../system-generators/systemd-gpt-auto-generator",
     ):
         link = ctx.top / "etc/systemd/system" / unit
         assert link.is_symlink() and os.readlink(link) == "/dev/null"
+    # What dom0 needs stays: /dev/net/tun's static node, /etc/fstab and the SysV scripts (xendomains).
+    for kept in ("system/kmod-static-nodes.service", "system-generators/systemd-fstab-generator",
+                 "system-generators/systemd-sysv-generator", "system/systemd-udevd.service"):  # fmt: skip
+        assert not (ctx.top / "etc/systemd" / kept).is_symlink(), kept
+
+
+def test_xen_daemons_start_early_with_debians_stop(ctx):
+    """xenlive's xen.service replaces Debian's (a unit of the same name in /etc wins over trixie's
+    in /usr and over the one bookworm's sysv generator makes), and is enabled."""
+    customize(ctx)
+    units = ctx.top / "etc/systemd/system"
+    unit = (units / "xen.service").read_text()
+    assert "ExecStart=/usr/lib/xenlive/xen-daemons\n" in unit
+    assert "ExecStop=/etc/init.d/xen stop\n" in unit
+    assert "DefaultDependencies=no\n" in unit and "After=local-fs.target " in unit
+    assert "KillMode=process\n" in unit
+    assert (units / "multi-user.target.wants/xen.service").is_symlink()
 
 
 def test_consoles_do_not_slow_or_lose_a_slow_boot(ctx):
