@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from builder.profile import Profile
-from builder.stages.guests import guest_table
+from builder.stages.guests import guest_table, xl_config
 
 from .conftest import REPO
 
@@ -55,11 +55,11 @@ class FakeDom0:
 
     def guests(self, profile: Profile, ramdisk_bytes: dict[str, int] | None = None,
                minimums: dict[str, int] | None = None) -> None:  # fmt: skip
-        """/etc/xenlive/guests.tsv as the guests stage writes it, and the autostart links."""
+        """/etc/xenlive/guests.tsv and the autostart configs, as the guests stage writes them."""
         self.write("etc/xenlive/guests.tsv", guest_table(profile, ramdisk_bytes or {}, minimums))
         for guest in profile.guests:
             if guest.autostart:
-                self.write(f"etc/xen/auto/{guest.name}.cfg", f'name = "{guest.name}"\n')
+                self.write(f"etc/xen/auto/{guest.name}.cfg", xl_config(profile, guest))
 
     def run(self, service: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["/bin/sh", str(SERVICES / service), *args], capture_output=True, text=True,

@@ -51,7 +51,7 @@ def calls(dom0: FakeDom0) -> list[str]:
 
 def test_starts_xenstored_waits_for_it_then_dom0_and_xenconsoled(xen: FakeDom0) -> None:
     proc = xen.run("xen-daemons")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no pid file yet is not an error
     root = xen.root
     assert calls(xen) == [
         "modprobe -q -a xenfs xen-evtchn xen-gntdev xen-acpi-processor",

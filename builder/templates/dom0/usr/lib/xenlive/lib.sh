@@ -96,7 +96,7 @@ cmdline_has() {
 # first_line FILE: $line becomes FILE's first line, or empty.
 first_line() {
     line=""
-    { IFS= read -r line || :; } < "$1" 2>/dev/null
+    { IFS= read -r line || :; } 2>/dev/null < "$1"  # in this order, a missing FILE is not an error on stderr
 }
 
 # read_xl_info: `xl info` once (at most 20 s); sets xl_nr_cpus, xl_total_memory, xl_free_memory,
