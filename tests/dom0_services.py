@@ -27,7 +27,9 @@ class FakeDom0:
         self.bin = tmp_path / "bin"
         self.root.mkdir(parents=True, exist_ok=True)
         self.bin.mkdir()
-        self.env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", XENLIVE_ROOT=str(self.root))
+        # ready waits for report's XENLIVE-SETTINGS before it ends the guests' logs: not here.
+        self.env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", XENLIVE_ROOT=str(self.root),
+                        XENLIVE_SETTINGS_WAIT="0")  # fmt: skip
         self.write("proc/cmdline", "boot=live\n")
         self.write("dev/console", "")
 
