@@ -27,9 +27,9 @@ class FakeDom0:
         self.bin = tmp_path / "bin"
         self.root.mkdir(parents=True, exist_ok=True)
         self.bin.mkdir()
-        # ready waits for report's XENLIVE-SETTINGS before it ends the guests' logs: not here.
+        # ready waits for report's and machine's lines before it ends the guests' logs: not here.
         self.env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", XENLIVE_ROOT=str(self.root),
-                        XENLIVE_SETTINGS_WAIT="0")  # fmt: skip
+                        XENLIVE_PRINTED_WAIT="0")  # fmt: skip
         self.write("proc/cmdline", "boot=live\n")
         self.write("dev/console", "")
 

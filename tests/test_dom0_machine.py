@@ -58,6 +58,7 @@ def machine(tmp_path: Path, *, xl: str | None = XL_INFO, vendor: str = "LENOVO",
 def run_report(dom0: FakeDom0, tmp_path: Path) -> tuple[str, Path]:
     proc = dom0.run("machine")
     assert proc.returncode == 0 and proc.stderr == ""
+    assert dom0.path("run/xenlive/printed/machine").exists()  # xenlive-ready need not wait any longer
     report = dom0.read("run/xenlive/machine.yaml")
     path = tmp_path / "report.yaml"
     path.write_text(report)

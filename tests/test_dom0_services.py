@@ -319,19 +319,20 @@ def test_report_prints_the_settings_as_one_json_line(dom0: FakeDom0, tmp_path: P
         "ports": "enp0s2 vif1.0",
     }
     assert dom0.read("dev/console") == f"\n{line}\n"
-    assert dom0.read("run/xenlive/settings") == f"{line.removeprefix('XENLIVE-SETTINGS ')}\n"  # for ready
+    assert dom0.read("run/xenlive/printed/settings") == f"{line.removeprefix('XENLIVE-SETTINGS ')}\n"  # for ready
 
 
 @pytest.mark.parametrize("settings_printed", [True, False])
 def test_ready_ends_the_logs_once_the_settings_are_out(dom0: FakeDom0, tmp_path: Path, settings_printed: bool) -> None:
-    """READY does not wait for XENLIVE-SETTINGS (it may wait for DHCP); the line that ends what a
-    boot test reads does, at most XENLIVE_SETTINGS_WAIT seconds, so the test still sees the settings."""
+    """READY waits for neither XENLIVE-SETTINGS (it may wait for DHCP) nor the machine report; the
+    line that ends what a boot test reads waits for both, at most XENLIVE_PRINTED_WAIT seconds."""
     dom0.command("xl", "exit 1\n")
     dom0.command("sleep", f'echo "sleep $*" >> {tmp_path}/sleeps\n')
     dom0.write("etc/xenlive/guests.tsv", "")
+    dom0.write("run/xenlive/printed/machine", "")
     if settings_printed:
-        dom0.write("run/xenlive/settings", "{}\n")
-    proc = dom0.run("ready", XENLIVE_SETTINGS_WAIT="2", XENLIVE_LOG_PACE="0")
+        dom0.write("run/xenlive/printed/settings", "{}\n")
+    proc = dom0.run("ready", XENLIVE_PRINTED_WAIT="2", XENLIVE_LOG_PACE="0")
     assert proc.returncode == 0 and proc.stdout.startswith("XENLIVE-READY {")
     assert dom0.read("dev/console").endswith("XENLIVE-GUEST-LOGS-DONE\n")
     sleeps = (tmp_path / "sleeps").read_text().splitlines() if (tmp_path / "sleeps").exists() else []

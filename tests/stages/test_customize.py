@@ -271,7 +271,7 @@ def test_consoles_do_not_slow_or_lose_a_slow_boot(ctx):
     customize(ctx)
     units = ctx.top / "etc/systemd/system"
     assert "JobRunningTimeoutSec=infinity" in (units / "dev-hvc0.device.d/xenlive.conf").read_text()
-    assert "After=xenlive-guests.service" in (units / "getty-static.service.d/xenlive.conf").read_text()
+    assert "After=xenlive-ready.service" in (units / "getty-static.service.d/xenlive.conf").read_text()
 
 
 def test_xendomains_starts_after_ready(ctx):

@@ -24,7 +24,9 @@ HWCHECK_DIR=$RUN_DIR/hwcheck
 PERSIST_DIR=$RUN_DIR/persistence        # the stick's persistence partition, when one is in use
 PERSIST_STATE=$RUN_DIR/persistence.state  # on, ram or fresh, then why (/usr/lib/xenlive/persist)
 PERSIST_WARNINGS=$RUN_DIR/persistence.warnings  # one warning per line, for XENLIVE-READY
-SETTINGS=$RUN_DIR/settings                # XENLIVE-SETTINGS' line, once report has printed it
+# report and machine print lines boot tests read after XENLIVE-READY; each leaves a file here once
+# they are out (settings: the XENLIVE-SETTINGS line; machine), and ready ends what a test reads after them.
+PRINTED_DIR=$RUN_DIR/printed
 MEDIUM=$XENLIVE_ROOT/run/live/medium
 XEN_TOOLS_DIR=$XENLIVE_ROOT/usr/lib        # Xen X.Y's own programs are in xen-X.Y/bin there
 XEN_RUN_DIR=$XENLIVE_ROOT/run/xen
