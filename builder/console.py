@@ -126,6 +126,10 @@ class Console:
                 listener(line)
         return lines
 
+    def pending(self) -> str:
+        """The line still being written, cleaned (a boot menu's countdown ends no line)."""
+        return clean(self.buffer)
+
     def type(self, text: str) -> None:
         """Send `text` to the serial line a few bytes at a time."""
         if self.stdin is None:

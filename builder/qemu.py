@@ -40,6 +40,7 @@ READY_MARKER = "XENLIVE-READY "
 XEN_LINE = "(XEN) "  # how each of Xen's own console lines starts
 XENLIVE_LINE = "XENLIVE-"  # the start of every line xenlive's dom0 services print
 GUEST_LOG_MARKER = "XENLIVE-GUEST-LOG "  # dom0's ready service prints each guest's console log with it
+MENU_COUNTDOWN = re.compile(r"Automatic boot in|executed automatically in")  # ISOLINUX's menu.c32, GRUB
 GUEST_LOGS_DONE = re.compile(r"XENLIVE-GUEST-LOGS-DONE")  # ... after XENLIVE-READY, then this line
 GUEST_LOGS_WAIT = 120.0  # seconds, at most, for the guests' logs after XENLIVE-READY
 GUEST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a Xen domain name as xenlive allows it
@@ -505,6 +506,30 @@ class GuestLogs:
             f.close()
 
 
+class MenuChoice:
+    """Choose the boot menu's default entry (Enter) as soon as the menu counts down to it, as a user
+    at the machine would, rather than sit out its timeout (MENU_TIMEOUT, 3 s, in builder/stages/boot.py).
+    With screenshots, only once the menu's is taken. An Enter that comes too early or is lost
+    changes nothing: the countdown still boots the same entry."""
+
+    def __init__(self, console: Console, shots: Screenshots | None) -> None:
+        self.console = console
+        self.shots = shots
+        self.seen = False
+        self.done = False
+
+    def watch(self, lines: list[str]) -> None:
+        if self.done:
+            return
+        self.seen = self.seen or any(MENU_COUNTDOWN.search(line) for line in (*lines, self.console.pending()))
+        if self.seen and (self.shots is None or self.shots.has("menu")):
+            self.done = True
+            try:
+                self.console.type("\r")
+            except OSError as e:  # no input: the countdown boots it
+                log.debug("could not choose the menu's entry: %s", e)
+
+
 class Screenshots:
     """PNG screen dumps through QMP: the boot menu once the boot loader shows it, and the end."""
 
@@ -521,8 +546,11 @@ class Screenshots:
             self.menu_due = now + self.MENU_DELAY
 
     def poll(self, now: float) -> None:
-        if self.menu_due is not None and now >= self.menu_due and "menu" not in {Path(t).stem for t in self.taken}:
+        if self.menu_due is not None and now >= self.menu_due and not self.has("menu"):
             self.take("menu")
+
+    def has(self, name: str) -> bool:
+        return name in {Path(t).stem for t in self.taken}
 
     def take(self, name: str) -> None:
         target = self.directory / f"{name}.png"
@@ -567,6 +595,7 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
     stages: dict[str, float] = {}
     stage_names = [name for name, _ in STAGES]
 
+    menu = MenuChoice(console, shots)
     failure: list[str] = []  # the failure line, then the lines after it that explain it
     failure_deadline = 0.0
     ready_part = ""  # a XENLIVE-READY line that Xen's own line cut, until its rest comes
@@ -591,6 +620,7 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
         if remaining <= 0:
             return result(False, f"timed out after {timeout:.0f} s")
         lines = console.read(min(remaining, 0.5))
+        menu.watch(lines)
         if console.closed or (not lines and proc.poll() is not None):
             proc.wait()
             return failed() if failure else result(False, f"QEMU exited with status {proc.returncode}")

@@ -35,7 +35,8 @@ def xen(tmp_path: Path) -> FakeDom0:
         # A daemon writes its pid file (the test's own pid: a process that is alive).
         seen = f" root=$XENSTORED_ROOTDIR oom=$(cat {dom0.root}/proc/self/oom_score_adj)" if "store" in daemon else ""
         daemon_script = (
-            f'#!/bin/sh\necho "{daemon} $*{seen}" >> {log}\nwhile [ $# -gt 0 ]; do [ "$1" = --pid-file ] && echo {os.getpid()} > "$2"; shift; done\n'
+            f'#!/bin/sh\necho "{daemon} $*{seen}" >> {log}\n'
+            f'while [ $# -gt 0 ]; do [ "$1" = --pid-file ] && echo {os.getpid()} > "$2"; shift; done\n'
         )
         path = dom0.write(f"{TOOLS}/{daemon}", daemon_script)
         path.chmod(0o755)

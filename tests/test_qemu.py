@@ -422,3 +422,69 @@ def test_a_machine_report_on_the_console_is_kept_checked_and_never_judged_as_dom
         "file": None, "name": "qemu-standard-pc",
         "problems": ["the machine report arrived damaged (its sha256 does not match)"]}  # fmt: skip
     assert save_report(None, tmp_path)["problems"] == ["no machine report on the console"]
+
+
+def test_the_menus_default_entry_is_chosen_once_it_counts_down(tmp_path):
+    """The fake boot loader draws a menu whose countdown ends no line, then boots the entry it is
+    given at once, or after its timeout: READY names which."""
+    ready = '{"profile": "%s", "xen": "4.20.4", "guests": {}}'
+    script = (
+        "import os, select, sys\n"
+        "print('ISOLINUX 6.04', flush=True)\n"
+        "sys.stdout.write('\\x1b[2J menu \\x1b[12;1HAutomatic boot in 3 seconds...'); sys.stdout.flush()\n"
+        "key = select.select([0], [], [], 5)[0] and os.read(0, 1)\n"
+        f"print('\\nXENLIVE-READY ' + '{ready}' % ('enter' if key == b'\\r' else 'timeout'), flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        console = Console(proc.stdout.fileno(), proc.stdin, None)
+        result = qemu._watch(proc, console, time.monotonic(), 20, "tcg")
+    finally:
+        qemu._terminate(proc)
+    assert result.ready is not None and result.ready["profile"] == "enter"
+
+
+class _Shots:
+    def __init__(self) -> None:
+        self.menu = False
+
+    def has(self, name: str) -> bool:
+        return name == "menu" and self.menu
+
+
+class _TypedConsole:
+    def __init__(self, pending: str = "") -> None:
+        self.typed: list[str] = []
+        self.line = pending
+
+    def pending(self) -> str:
+        return self.line
+
+    def type(self, text: str) -> None:
+        self.typed.append(text)
+
+
+@pytest.mark.parametrize(
+    "countdown", ["Automatic boot in 3 seconds...", "The highlighted entry will be executed automatically in 3s."]
+)
+def test_enter_waits_for_the_countdown_and_the_menus_screenshot(countdown):
+    console, shots = _TypedConsole(), _Shots()
+    choice = qemu.MenuChoice(console, shots)  # type: ignore[arg-type]
+    choice.watch(["ISOLINUX 6.04 2018-02-04"])
+    assert console.typed == []  # the banner is not the menu
+    choice.watch([countdown])
+    assert console.typed == []  # the menu's screenshot is not taken yet
+    shots.menu = True
+    choice.watch([])
+    choice.watch([countdown])
+    assert console.typed == ["\r"]  # once
+
+
+def test_a_boot_without_a_menu_gets_no_key():
+    console = _TypedConsole(pending="(XEN) Xen version 4.20")
+    choice = qemu.MenuChoice(console, None)  # type: ignore[arg-type]
+    for _ in range(3):
+        choice.watch(["Loading Xen...", "Linux version 6.12"])
+    assert console.typed == []
