@@ -126,22 +126,26 @@ def _bridge(dom0: FakeDom0, tmp_path: Path, answer_after: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dhcp", "answer_after", "address", "sleeps"),
+    ("dhcp", "answer_after", "lease", "address", "sleeps"),
     [
-        ("yes", 1, "10.0.2.15/24", 0),  # already there
-        ("yes", 3, "10.0.2.15/24", 2),  # DHCP answers while it waits
-        ("yes", 99, "", 4),  # nobody answers: it gives up after ADDRESS_WAIT seconds
-        ("no", 99, "", 0),  # without DHCP nobody would answer: no wait at all
+        ("yes", 1, False, "10.0.2.15/24", 0),  # already there
+        ("yes", 3, False, "10.0.2.15/24", 8),  # DHCP answers while it waits; `ip` every 2 s
+        ("yes", 3, True, "10.0.2.15/24", 2),  # with networkd's lease on file, `ip` at every look
+        ("yes", 99, False, "", 8),  # nobody answers: it gives up after ADDRESS_WAIT seconds
+        ("no", 99, False, "", 0),  # without DHCP nobody would answer: no wait at all
     ],
 )
-def test_wait_bridge_address(dom0: FakeDom0, tmp_path: Path, dhcp: str, answer_after: int, address: str,
-                             sleeps: int) -> None:  # fmt: skip
+def test_wait_bridge_address(dom0: FakeDom0, tmp_path: Path, dhcp: str, answer_after: int, lease: bool,
+                             address: str, sleeps: int) -> None:  # fmt: skip
     _bridge(dom0, tmp_path, answer_after)
+    dom0.write("sys/class/net/xenbr0/ifindex", "5\n")
+    if lease:
+        dom0.write("run/systemd/netif/leases/5", "ADDRESS=10.0.2.15\n")
     dom0.conf(BRIDGE="xenbr0", DHCP=dhcp)
     proc = dom0.shell("wait_bridge_address 4")
     assert proc.stdout == f"{address}\n"
     slept = (tmp_path / "sleeps").read_text().split() if (tmp_path / "sleeps").exists() else []
-    assert slept == ["1"] * sleeps
+    assert slept == ["0.5"] * sleeps
 
 
 def test_read_guest_reads_the_table_the_builder_writes(dom0: FakeDom0, tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ def test_starts_xenstored_waits_for_it_then_dom0_and_xenconsoled(xen: FakeDom0) 
     ]
     assert proc.stdout == "Xen 4.20, started: oxenstored xenconsoled\n"
     assert (root / "run/xen").stat().st_mode & 0o777 == 0o700
+    assert (root / "var/log/xen/console").is_dir()  # before systemd-tmpfiles: xenconsoled logs there
     assert xen.read("dev/console") == ""  # a good start is quiet on the console
 
 
