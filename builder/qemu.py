@@ -619,9 +619,10 @@ def _watch(proc: subprocess.Popen[bytes], console: Console, start: float, timeou
         remaining = timeout - (now - start)
         if remaining <= 0:
             return result(False, f"timed out after {timeout:.0f} s")
+        exited = proc.poll() is not None  # asked before the read, so what it printed last is read first
         lines = console.read(min(remaining, 0.5))
         menu.watch(lines)
-        if console.closed or (not lines and proc.poll() is not None):
+        if console.closed or (not lines and exited):
             proc.wait()
             return failed() if failure else result(False, f"QEMU exited with status {proc.returncode}")
         for index, line in enumerate(lines):
