@@ -21,6 +21,9 @@ from builder.hardware import MAX_FILE_BYTES, load_target_file
 
 BEGIN = re.compile(r"XENLIVE-MACHINE-BEGIN ([a-z0-9][a-z0-9._-]{0,62})")
 END = re.compile(r"XENLIVE-MACHINE-END ([a-z0-9][a-z0-9._-]{0,62}) sha256=([0-9a-f]{64})")
+END_START = "XENLIVE-MACHINE-END "
+KERNEL_LINE = re.compile(r"\[ *\d+\.\d+\] .*")  # a kernel message; no line of a report looks like one
+XENLIVE_LINE = "XENLIVE-"  # no line of a report starts so: the console's own line (READY, ...)
 REPORT_FILE = "machine.yaml"  # in a boot test's report directory
 
 
@@ -53,16 +56,29 @@ class ReportReader:
     def __init__(self) -> None:
         self.reports: list[MachineReport] = []
         self.open: MachineReport | None = None
+        self.end_part = ""  # an END line a kernel message cut, until its rest comes
 
     def __call__(self, line: str) -> bool:
         if self.open is not None:
+            if self.end_part:
+                line, self.end_part = self.end_part + line, ""
+            elif line.startswith(END_START) and not END.fullmatch(line):
+                cut = KERNEL_LINE.search(line)
+                if cut is not None:  # the kernel's message came in the middle: the rest is the next line
+                    self.end_part = line[: cut.start()]
+                    return False  # the console keeps the line as it came, the kernel's message in it
             end = END.fullmatch(line)
             if end and end[1] == self.open.name:
                 self.open.sha256 = end[2]
                 self.open = None
                 return True
+            if KERNEL_LINE.fullmatch(line):
+                return False  # a kernel message between the report's lines is the console's
             if BEGIN.fullmatch(line):  # a new report: the one before it lost its end
                 self.open = None
+            elif line.startswith(XENLIVE_LINE):  # the report lost its end: this line is the console's
+                self.open = None
+                return False
             else:
                 self.open.size += len(line) + 1
                 if self.open.size > MAX_FILE_BYTES:

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 from builder.hardware import load_target_file
-from builder.machinereport import extract_reports
+from builder.machinereport import ReportReader, extract_reports
 from builder.profile.model import Firmware
 
 from .dom0_services import FakeDom0
@@ -152,3 +152,37 @@ def test_without_persistence_the_report_stays_off_the_stick(tmp_path):
     assert "XENLIVE-MACHINE-BEGIN unknown-machine" in stdout
     assert load_target_file(path).description == "unknown maker unknown model (reported by xenlive)"
     assert not dom0.path("run/xenlive/persistence/xenlive-reports").exists()
+
+
+def _console_report(tmp_path: Path) -> tuple[list[str], str]:
+    """The console lines of a real report (the fake Lenovo's), and its sha256."""
+    stdout, path = run_report(machine(tmp_path), tmp_path)
+    lines = stdout.splitlines()
+    begin = next(i for i, line in enumerate(lines) if line.startswith("XENLIVE-MACHINE-BEGIN "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("XENLIVE-MACHINE-END "))
+    return lines[begin : end + 1], path.read_text()
+
+
+def test_a_kernel_message_that_cuts_the_end_line_or_comes_between_lines_loses_nothing(tmp_path):
+    """As seen on a 32-bit UEFI boot: the NIC's link message came in the middle of the END line,
+    and the rest of the line followed it. The report is still whole, and the lines after it
+    (XENLIVE-READY) are the console's."""
+    report, text = _console_report(tmp_path)
+    end = report[-1]
+    kernel = "[   19.148170] e1000e 0000:00:02.0 enp0s2: NIC Link is Up 1000 Mbps Full Duplex"
+    console = [*report[:3], "[   19.100000] xenbr0: port 1(enp0s2) entered blocking state", *report[3:-1],
+               end[:32] + kernel, end[32:], 'XENLIVE-READY {"profile": "default"}']  # fmt: skip
+    reader = ReportReader()
+    left = [line for line in console if not reader(line)]
+    assert left == ["[   19.100000] xenbr0: port 1(enp0s2) entered blocking state", end[:32] + kernel,
+                    'XENLIVE-READY {"profile": "default"}']  # the cut line stays the console's, as it came  # fmt: skip
+    assert reader.last is not None and reader.last.intact and reader.last.text == text
+
+
+def test_a_report_that_lost_its_end_does_not_swallow_the_console(tmp_path):
+    report, _ = _console_report(tmp_path)
+    reader = ReportReader()
+    console = [*report[:-1], 'XENLIVE-READY {"profile": "default"}', "XENLIVE-GUEST-LOGS-DONE"]
+    left = [line for line in console if not reader(line)]
+    assert left == ['XENLIVE-READY {"profile": "default"}', "XENLIVE-GUEST-LOGS-DONE"]
+    assert reader.last is None  # no complete report: the boot test says so
