@@ -23,7 +23,7 @@ BEGIN = re.compile(r"XENLIVE-MACHINE-BEGIN ([a-z0-9][a-z0-9._-]{0,62})")
 END = re.compile(r"XENLIVE-MACHINE-END ([a-z0-9][a-z0-9._-]{0,62}) sha256=([0-9a-f]{64})")
 END_START = "XENLIVE-MACHINE-END "
 KERNEL_LINE = re.compile(r"\[ *\d+\.\d+\] .*")  # a kernel message; no line of a report looks like one
-XENLIVE_LINE = "XENLIVE-"  # no line of a report starts so: the console's own line (READY, ...)
+XENLIVE_LINE = "XENLIVE-"  # the start of every line dom0's services print; no line of a report starts so
 REPORT_FILE = "machine.yaml"  # in a boot test's report directory
 
 

@@ -28,7 +28,7 @@ from typing import BinaryIO
 from builder.bootfirmware import XEN_STARTS, firmware_name
 from builder.console import CommandResult, Console, Expectations, Session, run_session
 from builder.errors import BootTestFailed, MissingToolError, UsageError
-from builder.machinereport import ReportReader, save_report
+from builder.machinereport import XENLIVE_LINE, ReportReader, save_report
 from builder.profile.model import Firmware
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ FIRMWARE_DESCRIPTORS = Path("/usr/share/qemu/firmware")
 TCG_CPU = "qemu64,+svm"  # with -cpu max Xen boots but dom0 Linux faults early (docs/architecture.md, "Boot tests")
 READY_MARKER = "XENLIVE-READY "
 XEN_LINE = "(XEN) "  # how each of Xen's own console lines starts
-XENLIVE_LINE = "XENLIVE-"  # the start of every line xenlive's dom0 services print
 GUEST_LOG_MARKER = "XENLIVE-GUEST-LOG "  # dom0's ready service prints each guest's console log with it
 MENU_COUNTDOWN = re.compile(r"Automatic boot in|executed automatically in")  # ISOLINUX's menu.c32, GRUB
 GUEST_LOGS_DONE = re.compile(r"XENLIVE-GUEST-LOGS-DONE")  # ... after XENLIVE-READY, then this line

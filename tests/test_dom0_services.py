@@ -148,6 +148,22 @@ def test_wait_bridge_address(dom0: FakeDom0, tmp_path: Path, dhcp: str, answer_a
     assert slept == ["0.5"] * sleeps
 
 
+def test_wait_bridge_address_finds_a_bridge_made_while_it_waits(dom0: FakeDom0, tmp_path: Path) -> None:
+    """The bridge and networkd's lease appear after the wait began (the fake `sleep` makes them on
+    its second call): the wait then watches the lease, and `ip` answers at the next look, not 2 s on."""
+    _bridge(dom0, tmp_path, 2)
+    sleeps = tmp_path / "sleeps"
+    root = dom0.root
+    dom0.command("sleep", f'echo "$1" >> "{sleeps}"\n[ "$(wc -l < "{sleeps}")" -eq 2 ] && '
+                          f'mkdir -p "{root}/sys/class/net/xenbr0" "{root}/run/systemd/netif/leases" && '
+                          f'echo 5 > "{root}/sys/class/net/xenbr0/ifindex" && : > "{root}/run/systemd/netif/leases/5"\n'
+                          'exit 0\n')  # fmt: skip
+    dom0.conf(BRIDGE="xenbr0", DHCP="yes")
+    proc = dom0.shell("wait_bridge_address 4")
+    assert proc.stdout == "10.0.2.15/24\n"
+    assert sleeps.read_text().split() == ["0.5"] * 2  # found at the look right after the lease appeared
+
+
 def test_read_guest_reads_the_table_the_builder_writes(dom0: FakeDom0, tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(
         "name: p\nguests:\n"
@@ -323,7 +339,16 @@ def test_report_prints_the_settings_as_one_json_line(dom0: FakeDom0, tmp_path: P
         "ports": "enp0s2 vif1.0",
     }
     assert dom0.read("dev/console") == f"\n{line}\n"
-    assert dom0.read("run/xenlive/printed/settings") == f"{line.removeprefix('XENLIVE-SETTINGS ')}\n"  # for ready
+    assert dom0.read("run/xenlive/printed/settings") == ""  # for ready
+
+
+@pytest.mark.parametrize("end", ["exit 3", "kill -TERM $$; sleep 5", "true"])
+def test_printed_on_exit_marks_however_the_script_ends(dom0: FakeDom0, end: str) -> None:
+    """report and machine leave their mark however they end (an error, systemd's SIGTERM at their
+    timeout, or done), so that ready does not hold back XENLIVE-GUEST-LOGS-DONE waiting for them."""
+    proc = dom0.shell(f"printed_on_exit settings; {end}")
+    assert dom0.path("run/xenlive/printed/settings").read_text() == ""
+    assert proc.returncode == {"exit 3": 3, "true": 0}.get(end, 143)
 
 
 @pytest.mark.parametrize("settings_printed", [True, False])

@@ -25,7 +25,7 @@ PERSIST_DIR=$RUN_DIR/persistence        # the stick's persistence partition, whe
 PERSIST_STATE=$RUN_DIR/persistence.state  # on, ram or fresh, then why (/usr/lib/xenlive/persist)
 PERSIST_WARNINGS=$RUN_DIR/persistence.warnings  # one warning per line, for XENLIVE-READY
 # report and machine print lines boot tests read after XENLIVE-READY; each leaves a file here once
-# they are out (settings: the XENLIVE-SETTINGS line; machine), and ready ends what a test reads after them.
+# it has ended (printed_on_exit), and ready ends what a test reads after them.
 PRINTED_DIR=$RUN_DIR/printed
 MEDIUM=$XENLIVE_ROOT/run/live/medium
 XEN_TOOLS_DIR=$XENLIVE_ROOT/usr/lib        # Xen X.Y's own programs are in xen-X.Y/bin there
@@ -162,10 +162,13 @@ bridge_address() {
 # of a CPU under TCG while the guests were starting.
 wait_bridge_address() {
     waited=0  # half seconds
-    first_line "$SYSFS/class/net/$BRIDGE/ifindex"
-    lease=${line:+$NETIF_LEASES/$line}
+    lease=""
     address=""
     while :; do
+        if [ -z "$lease" ]; then  # until the bridge exists
+            first_line "$SYSFS/class/net/$BRIDGE/ifindex"
+            lease=${line:+$NETIF_LEASES/$line}
+        fi
         if { [ -n "$lease" ] && [ -e "$lease" ]; } || [ $((waited % 4)) -eq 0 ]; then
             address=$(bridge_address)
         fi
@@ -176,6 +179,13 @@ wait_bridge_address() {
         waited=$((waited + 1))
     done
     printf '%s\n' "$address"
+}
+
+# printed_on_exit NAME: however the script ends, it leaves $PRINTED_DIR/NAME, so that ready waits
+# no longer for what the script prints (NAME is a constant of the script, not a value from outside).
+printed_on_exit() {
+    trap "mkdir -p \"\$PRINTED_DIR\" && : > \"\$PRINTED_DIR/$1\"" EXIT
+    trap 'exit 143' TERM  # systemd's stop at the unit's timeout: the shell runs the EXIT trap only on exit
 }
 
 # read_guest: the next guest of guests.tsv (on stdin) into name type memory vcpus autostart order
