@@ -5,6 +5,9 @@
     python bench/bench.py boot  [--runs N] [--firmware F] [--media M] [ISO]
                                                      boot-to-READY per stage under QEMU
     python bench/bench.py packages [--runs N]         rebuild after adding a second dom0 package
+    python bench/bench.py cold [--runs N] [--vs live-build]
+                                                     cold builds of the default profile against the
+                                                     hand pipeline (and live-build), in turns
 
 The machine is shared and noisy: quote medians, and compare with xorriso in the same run.
 """
@@ -21,10 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import references  # noqa: E402  (bench/references.py, beside this file)
 
 from builder import cache, qemu  # noqa: E402
 from builder.context import BuildContext, cache_root  # noqa: E402
@@ -34,7 +40,7 @@ from builder.stages.boot import install_bootloaders  # noqa: E402
 from builder.stages.customize import customize  # noqa: E402
 from builder.stages.guests import build_guests  # noqa: E402
 from builder.stages.iso import master_iso  # noqa: E402
-from builder.stages.rootfs import build_rootfs, rootfs_key  # noqa: E402
+from builder.stages.rootfs import build_rootfs, dom0_packages, rootfs_key  # noqa: E402
 from builder.stages.squash import squash  # noqa: E402
 from builder.stages.xen import install_xen  # noqa: E402
 
@@ -155,6 +161,41 @@ def bench_packages(runs: int) -> dict[str, object]:
             "package_layer_step_s": median(layers)}  # fmt: skip
 
 
+REFERENCES = {"hand": references.hand_pipeline, "live-build": references.live_build}
+
+
+def bench_cold(runs: int, versus: Sequence[str]) -> dict[str, object]:
+    """Cold builds of the default profile's dom0 by xenlive and by each reference (bench/references.py),
+    in turns that rotate who goes first, each in an empty directory with nothing cached, all from
+    the profile's suite and mirror. Each ISO's size is kept, to show the outputs are alike."""
+    profile = load_profile(None)
+    suite, mirror = profile.dom0.suite, profile.dom0.mirror
+    packages = dom0_packages(suite)
+    tools = ["xenlive", "hand", *versus]
+    seconds: dict[str, list[float]] = {tool: [] for tool in tools}
+    sizes: dict[str, int] = {}
+    for i in range(runs):
+        for tool in tools[i % len(tools) :] + tools[: i % len(tools)]:
+            work = Path(tempfile.mkdtemp(prefix=f"xenlive-bench-{tool}-"))
+            try:
+                start = time.perf_counter()
+                if tool == "xenlive":
+                    iso = work / "xenlive.iso"
+                    build(profile, iso, work / "cache")
+                else:
+                    iso = REFERENCES[tool](work / tool, suite, mirror, packages)
+                seconds[tool].append(time.perf_counter() - start)
+                print(f"run {i + 1}: {tool} {seconds[tool][-1]:.1f} s", file=sys.stderr, flush=True)
+                sizes[tool] = iso.stat().st_size
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    medians = {tool: median(values) for tool, values in seconds.items()}
+    return {"runs": runs, "suite": suite, "mirror": mirror,
+            "cold_build_median_s": medians, "all_s": {t: [round(v, 1) for v in vs] for t, vs in seconds.items()},
+            "iso_mib": {t: round(size / 2**20) for t, size in sizes.items()},
+            "xenlive_vs": {t: round(medians["xenlive"] / medians[t], 2) for t in tools[1:]}}  # fmt: skip
+
+
 def bench_boot(runs: int, iso: Path | None, firmware: str = "bios", media: str = "cdrom") -> dict[str, object]:
     if iso is None:
         iso = Path(tempfile.mkdtemp(prefix="xenlive-bench-")) / "default.iso"
@@ -185,6 +226,15 @@ def main() -> None:
     t.add_argument("iso", nargs="?", type=Path)
     p = sub.add_parser("packages")
     p.add_argument("--runs", type=int, default=3)
+    c = sub.add_parser("cold")
+    c.add_argument("--runs", type=int, default=3)
+    c.add_argument(
+        "--vs",
+        action="append",
+        choices=["live-build"],
+        default=[],
+        help="also time this reference tool (the hand pipeline is always timed)",
+    )
     args = parser.parse_args()
     import logging
 
@@ -193,6 +243,8 @@ def main() -> None:
         result = bench_build(args.runs, args.cold)
     elif args.what == "packages":
         result = bench_packages(args.runs)
+    elif args.what == "cold":
+        result = bench_cold(args.runs, args.vs)
     else:
         result = bench_boot(args.runs, args.iso, args.firmware, args.media)
     print(json.dumps({"benchmark": args.what, **result}, indent=2))
