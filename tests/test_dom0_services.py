@@ -242,6 +242,41 @@ def test_vif_refuses_what_libxl_never_asks(hotplug: FakeDom0) -> None:
     assert hotplug.run("vif-bridge", "online").returncode == 1  # no $vif, no $XENBUS_PATH
 
 
+def block(
+    dom0: FakeDom0, action: str, device: str = "/dev/mapper/xenlive-deb", numbers: str = "fd:3"
+) -> tuple[int, list[str]]:
+    """The disk hotplug script with fake xenstore tools and stat (what it reads of the device)."""
+    log = dom0.path("calls.log")
+    dom0.command("xenstore-write", f'echo "xenstore-write $*" >> {log}\n')
+    dom0.command("xenstore-read", f'case "$1" in */params) echo "{device}" ;; *) exit 1 ;; esac\n')
+    dom0.command("stat", f'[ -n "{numbers}" ] || exit 1; echo "{numbers}"\n')
+    proc = dom0.run("block", action, XENBUS_PATH="backend/vbd/3/51712")
+    calls = dom0.read("calls.log").splitlines() if log.exists() else []
+    return proc.returncode, calls
+
+
+def test_block_add_gives_blkback_the_snapshots_numbers_and_says_connected(dom0: FakeDom0) -> None:
+    assert block(dom0, "add") == (0, [
+        "xenstore-write backend/vbd/3/51712/physical-device fd:3 backend/vbd/3/51712/physical-device-path"
+        " /dev/mapper/xenlive-deb backend/vbd/3/51712/hotplug-status connected",
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize(("numbers", "why"), [("", "does not exist in dom0"), ("0:0", "is not a block device")])
+def test_block_add_of_what_is_no_block_device_fails_where_libxl_reads_it(dom0: FakeDom0, numbers: str,
+                                                                         why: str) -> None:  # fmt: skip
+    code, calls = block(dom0, "add", numbers=numbers)
+    assert code == 1
+    assert calls == [f"xenstore-write backend/vbd/3/51712/hotplug-error /dev/mapper/xenlive-deb {why}"
+                     " backend/vbd/3/51712/hotplug-status error"]  # fmt: skip
+
+
+def test_block_remove_leaves_the_snapshot_and_unknown_actions_fail(dom0: FakeDom0) -> None:
+    assert block(dom0, "remove") == (0, [])
+    assert block(dom0, "frobnicate")[0] == 1
+    assert dom0.run("block", "add").returncode == 1  # no $XENBUS_PATH
+
+
 # --- every service: one library, every path under XENLIVE_ROOT ------------------------------------
 
 

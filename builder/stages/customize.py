@@ -125,17 +125,26 @@ def install_section(unit_file: Path) -> dict[str, list[str]]:
     return values
 
 
-def mask_units(root: Path) -> None:
-    """Link the units and generators in data/dom0-masked-units.txt to /dev/null, as `systemctl mask` would."""
-    text = resources.files("builder").joinpath("data/dom0-masked-units.txt").read_text()
+def masked_units(where: str) -> list[str]:
+    """The units and generators data/masked-units.txt masks in dom0 (where="dom0") or in Debian
+    guests (where="guests"), as paths under /etc/systemd."""
+    text = resources.files("builder").joinpath("data/masked-units.txt").read_text()
+    names = []
     for line in text.splitlines():
-        name = line.split("#", 1)[0].strip()
-        if name:
-            link = root / "etc/systemd" / (name if "/" in name else f"system/{name}")
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to("/dev/null")
+        fields = line.split("#", 1)[0].split()
+        if fields and where in fields[1:]:
+            names.append(fields[0] if "/" in fields[0] else f"system/{fields[0]}")
+    return names
+
+
+def mask_units(root: Path) -> None:
+    """Link dom0's masked units and generators to /dev/null, as `systemctl mask` would."""
+    for name in masked_units("dom0"):
+        link = root / "etc/systemd" / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to("/dev/null")
 
 
 def enable_units(root: Path) -> None:

@@ -43,6 +43,7 @@ from builder.guestmem import GuestMemory, guest_minimum
 from builder.log import VERBOSE, step
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
 from builder.run import run
+from builder.stages.customize import masked_units
 from builder.stages.rootfs import boot_file
 from builder.templating import render
 
@@ -56,6 +57,8 @@ HVM_DOM0_PACKAGES = ("qemu-system-xen",)  # the device model an hvm guest needs 
 CONSOLE_LOG = "/var/log/xen/console/guest-{name}.log"  # where xenconsoled --log=guest writes
 # dom0's hotplug script for a guest's network interface (templates/dom0/usr/lib/xenlive/vif-bridge).
 VIF_SCRIPT = "/usr/lib/xenlive/vif-bridge"
+# ... and for its writable disk, a device-mapper snapshot (templates/dom0/usr/lib/xenlive/block).
+BLOCK_SCRIPT = "/usr/lib/xenlive/block"
 # /etc/xenlive/guests.tsv, one line per guest: what dom0's services read (lib.sh's read_guest).
 GUEST_COLUMNS = (
     "name",
@@ -82,6 +85,8 @@ DEBIAN_DPKG_OPTIONS = (
 DEBIAN_INITRD_MODULES = ("xen-blkfront", "xen-netfront", "ext4")
 # A PV guest sees Xen's virtual devices only: kernel/drivers keeps these, the rest (about 300 MB) goes.
 DEBIAN_KEEP_DRIVERS = ("xen", "block", "md", "char")
+# Units that only slow a guest's boot down (data/masked-units.txt, `guests`).
+GUEST_MASKED = masked_units("guests")
 DISK_SLACK = 1.25  # free room on an automatically sized guest disk
 DISK_EXTRA_MIB = 32  # ext4 metadata and journal
 
@@ -164,7 +169,9 @@ def disk_specs(guest: Guest) -> list[str]:
     specs = []
     if guest.has_disk:
         vdev = "hda" if hvm else "xvda"
-        specs.append(f"format=raw, vdev={vdev}, access=rw, target=/dev/mapper/xenlive-{guest.name}")
+        specs.append(
+            f"format=raw, vdev={vdev}, access=rw, script={BLOCK_SCRIPT}, target=/dev/mapper/xenlive-{guest.name}"
+        )
     if guest.cdrom is not None:
         specs.append(f"format=raw, vdev=hdc, access=ro, devtype=cdrom, target={base}/cdrom.iso")
     return specs
@@ -346,7 +353,11 @@ def debian_hooks(guest: Guest, overlay_dir: Path) -> list[str]:
     return [
         mmdebstrap.hook("initramfs", modules=DEBIAN_INITRD_MODULES),
         mmdebstrap.hook("sync-in", overlay_dir=shlex.quote(os.fspath(overlay_dir))),
-        mmdebstrap.hook("services"),
+        mmdebstrap.hook(
+            "services",
+            dirs=sorted({shlex.quote(n.rpartition("/")[0]) for n in GUEST_MASKED}),
+            masked=[shlex.quote(n) for n in GUEST_MASKED],
+        ),
         mmdebstrap.hook("modules", keep=DEBIAN_KEEP_DRIVERS),
         *accounts,
     ]

@@ -653,6 +653,32 @@ def test_debian_guest_module_trim_keeps_netfront(kinds: BuildContext, tmp_path: 
     assert (bin_dir / "chroot.log").read_text() == f"{root} depmod 6.12.117+deb13-amd64\n"
 
 
+def test_debian_guest_masks_what_slows_a_live_boot_as_dom0_does(kinds: BuildContext, tmp_path: Path) -> None:
+    """The services hook, run by sh on a fake guest tree (chroot faked on PATH): every unit and
+    generator masked-units.txt marks `guests` is linked to /dev/null, and only those."""
+    deb = next(g for g in kinds.profile.guests if g.name == "deb")
+    (services,) = [h.removeprefix("--customize-hook=") for h in guests_module.debian_hooks(deb, tmp_path / "o")
+                   if "systemctl enable" in h]  # fmt: skip
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "chroot").write_text('#!/bin/sh\necho "$@" >> "${0%/*}/chroot.log"\n')
+    (bin_dir / "chroot").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", services, "sh", str(root)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    links = sorted(p.relative_to(root / "etc/systemd").as_posix() for p in (root / "etc/systemd").rglob("*")
+                   if p.is_symlink() and os.readlink(p) == "/dev/null")  # fmt: skip
+    assert links == sorted(guests_module.GUEST_MASKED)
+    assert {"system/ldconfig.service", "system/systemd-hwdb-update.service",
+            "system-generators/systemd-gpt-auto-generator"} <= set(links)  # fmt: skip
+    # A guest's command line may carry ip= (guests[].cmdline): what reads it stays.
+    assert "system/systemd-network-generator.service" not in links
+    enabled = "systemctl enable systemd-networkd.service xenlive-guest-net.service"
+    assert (bin_dir / "chroot.log").read_text() == f"{root} {enabled}\n"
+
+
 def test_a_debian_guests_cache_key_follows_its_hook_templates(monkeypatch) -> None:
     """Editing what a hook runs (its template) must rebuild the guest, not reuse the cached one."""
     guest = next(g for g in load_profile("xenoppix").guests if g.debian is not None)
