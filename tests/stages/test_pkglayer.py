@@ -3,6 +3,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import subprocess
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from builder.errors import CommandError, ProfileError
 from builder.introspect import dpkg_status
 from builder.packages import dom0_packages
 from builder.pipeline import build_id, required_tools, with_guest_dom0_packages
-from builder.profile import load_profile
+from builder.profile import load_profile, template_context
+from builder.stages import customize as customize_module
 from builder.stages import pkglayer, rootfs
 from builder.stages.rootfs import boot_file
 
@@ -83,6 +86,31 @@ def test_layer_key_is_the_base_s_and_the_sorted_packages(tmp_path):
     assert key != pkglayer.layer_key("base1", ["htop"])
 
 
+def test_the_install_script_is_valid_posix_sh():
+    """What the fake apt of these tests stands in for still has to parse (dom0's sh is dash)."""
+    script = Path(str(resources.files("builder").joinpath(pkglayer.INSTALL_SCRIPT)))
+    proc = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_layer_with_console_setup_compiles_the_profiles_keyboard_and_is_keyed_by_it(tmp_path):
+    """xenoppix's layer gets the same /etc/default/keyboard as its top layer, to compile at build time."""
+    profile = load_profile("xenoppix")
+    packages = pkglayer.extra_packages(profile)
+    keyboard = pkglayer.keyboard_file(profile, packages)
+    assert keyboard is not None and 'XKBMODEL="jp106"' in keyboard and 'XKBLAYOUT="jp"' in keyboard
+    top = tmp_path / "top"  # what the customize stage writes from dom0's templates
+    customize_module.apply_overlay(customize_module.DOM0_TEMPLATES, top, template_context(profile), None)
+    assert (top / "etc/default/keyboard").read_text() == keyboard
+    assert pkglayer.keyboard_file(profile, ["htop"]) is None
+    base = "base1"
+    assert pkglayer.layer_key(base, packages, keyboard) != pkglayer.layer_key(base, packages, keyboard + "#\n")
+    cmd = pkglayer.install_command(base=tmp_path / "b", upper=tmp_path / "u", work=tmp_path / "w",
+                                   merged=tmp_path / "m", apt_dir=tmp_path / "a", packages=packages, update=False,
+                                   keyboard=tmp_path / "keyboard")  # fmt: skip
+    assert cmd[14] == f"{tmp_path}/keyboard" and cmd[15] == "--"
+
+
 def test_install_command_keeps_every_profile_value_after_the_option_ends(tmp_path, monkeypatch):
     monkeypatch.setattr(pkglayer.overlayfs, "userxattr", lambda: False)
     cmd = pkglayer.install_command(base=tmp_path / "base", upper=tmp_path / "up", work=tmp_path / "wk",
@@ -90,10 +118,11 @@ def test_install_command_keeps_every_profile_value_after_the_option_ends(tmp_pat
                                    update=True)  # fmt: skip
     assert cmd[:7] == ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "--"]
     assert cmd[7] == "sh" and cmd[8].endswith("templates/pkglayer/install.sh") and Path(cmd[8]).is_file()
-    opts, merged, lists, archives, update = cmd[9:14]
+    opts, merged, lists, archives, update, keyboard = cmd[9:15]
     assert opts.startswith(f"lowerdir={tmp_path}/base,upperdir={tmp_path}/up,workdir={tmp_path}/wk")
     assert (merged, lists, archives, update) == (f"{tmp_path}/m", f"{tmp_path}/apt/lists", f"{tmp_path}/apt/archives",
                                                  "yes")  # fmt: skip
+    assert keyboard == ""  # no console-setup among the packages: no keymap to compile
     first = cmd.index("--", 14)
     second = cmd.index("--", first + 1)
     assert cmd[second + 1 :] == ["htop", "tree"]

@@ -3,17 +3,19 @@
 # the package layer (builder/stages/pkglayer.py). It runs inside `unshare --mount --pid --fork`, so
 # every mount made here goes when it ends, and so does any daemon a maintainer script starts.
 #
-#   install.sh OVERLAY-OPTIONS MERGED LISTS ARCHIVES UPDATE -- APT-OPTION... -- PACKAGE...
+#   install.sh OVERLAY-OPTIONS MERGED LISTS ARCHIVES UPDATE KEYBOARD -- APT-OPTION... -- PACKAGE...
 #
 # OVERLAY-OPTIONS names the base (lowerdir), the layer (upperdir) and overlayfs's work directory;
 # LISTS and ARCHIVES are apt's package lists and downloads, shared between builds and kept out of the
-# layer; UPDATE is "yes" when LISTS has no lists yet. Package names come from the profile and were
+# layer; UPDATE is "yes" when LISTS has no lists yet; KEYBOARD, when not empty, is the profile's
+# /etc/default/keyboard, which console-setup (one of the packages) compiles into its cached keymap
+# here, so dom0 does not compile it at every boot. Package names come from the profile and were
 # checked against Debian's pattern; they follow apt-get's own `--`.
 set -eu
 set -f  # no pathname expansion: the dpkg options hold patterns (path-exclude=/usr/share/man/*)
 
-options=$1 merged=$2 lists=$3 archives=$4 update=$5
-shift 5
+options=$1 merged=$2 lists=$3 archives=$4 update=$5 keyboard=$6
+shift 6
 [ "$1" = -- ] && shift
 apt_options=""
 while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
@@ -54,6 +56,10 @@ if [ "$status" -eq 0 ] && ! apt -y install -- "$@"; then
         echo "I: refreshing the package lists and trying again"
         apt update && apt -y install -- "$@" || status=$?
     fi
+fi
+if [ "$status" -eq 0 ] && [ -n "$keyboard" ]; then
+    cp -- "$keyboard" "$merged/etc/default/keyboard"
+    chroot "$merged" /usr/bin/env LC_ALL=C.UTF-8 setupcon --save-only || status=$?
 fi
 rm -f "$policy"
 exit "$status"
