@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -232,6 +234,20 @@ def test_shipped_profiles_customize(tmp_path, monkeypatch):
         ctx = make_ctx(tmp_path / name, REPO / "builder/profiles" / f"{name}.yaml")
         customize(ctx)
         assert (ctx.top / "etc/hostname").read_text() == f"{ctx.profile.dom0.hostname}\n"
+
+
+def test_every_masked_unit_line_names_a_unit_and_where_it_is_masked():
+    """data/masked-units.txt: a unit or system-generators/NAME, then dom0 and/or guests; a comment
+    line that lost its # (it would become a unit named by its first word) is caught here."""
+    text = resources.files("builder").joinpath("data/masked-units.txt").read_text()
+    unit = re.compile(r"(system-generators/[a-z0-9-]+|[A-Za-z0-9@_.-]+\.(service|mount|automount|timer|socket))")
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        assert unit.fullmatch(fields[0]), f"line {number}: {line!r}"
+        assert fields[1:] and set(fields[1:]) <= {"dom0", "guests"}, f"line {number}: {line!r}"
+    assert "system-generators/systemd-hibernate-resume-generator" in customize_module.masked_units("dom0")
 
 
 def test_units_that_delay_a_live_boot_are_masked(ctx):

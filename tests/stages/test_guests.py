@@ -627,6 +627,19 @@ def test_mmdebstrap_hooks_for_every_kind_of_account_golden(tmp_path: Path, golde
     golden("guests/deb-account-hooks.txt", "".join(f"{h}\n" for h in guests_module.debian_hooks(deb, Path("/O"))))
 
 
+def run_hook(hook: str, root: Path, tmp_path: Path) -> str:
+    """Run one mmdebstrap hook's shell on the tree `root` as mmdebstrap would, with chroot faked on
+    PATH; return what chroot was asked to run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "chroot").write_text('#!/bin/sh\necho "$@" >> "${0%/*}/chroot.log"\n')
+    (bin_dir / "chroot").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", hook, "sh", str(root)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return (bin_dir / "chroot.log").read_text()
+
+
 @pytest.mark.parametrize("suffix", [".ko", ".ko.xz"])  # bookworm's modules, trixie's
 def test_debian_guest_module_trim_keeps_netfront(kinds: BuildContext, tmp_path: Path, suffix: str) -> None:
     """The trim hook, run by sh on a fake guest tree (chroot faked on PATH): the PV network driver
@@ -641,16 +654,10 @@ def test_debian_guest_module_trim_keeps_netfront(kinds: BuildContext, tmp_path: 
         (mods / (rel + suffix)).parent.mkdir(parents=True, exist_ok=True)
         (mods / (rel + suffix)).write_bytes(b"module")
     (root / "lib").symlink_to("usr/lib")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "chroot").write_text('#!/bin/sh\necho "$@" >> "${0%/*}/chroot.log"\n')
-    (bin_dir / "chroot").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc = subprocess.run(["sh", "-c", trim, "sh", str(root)], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    chroot_log = run_hook(trim, root, tmp_path)
     left = sorted(p.relative_to(mods).as_posix() for p in mods.rglob("*") if p.is_file())
     assert left == [f"drivers/net/xen-netfront{suffix}", f"drivers/xen/xen-evtchn{suffix}"]
-    assert (bin_dir / "chroot.log").read_text() == f"{root} depmod 6.12.117+deb13-amd64\n"
+    assert chroot_log == f"{root} depmod 6.12.117+deb13-amd64\n"
 
 
 def test_debian_guest_masks_what_slows_a_live_boot_as_dom0_does(kinds: BuildContext, tmp_path: Path) -> None:
@@ -661,13 +668,7 @@ def test_debian_guest_masks_what_slows_a_live_boot_as_dom0_does(kinds: BuildCont
                    if "systemctl enable" in h]  # fmt: skip
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "chroot").write_text('#!/bin/sh\necho "$@" >> "${0%/*}/chroot.log"\n')
-    (bin_dir / "chroot").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc = subprocess.run(["sh", "-c", services, "sh", str(root)], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    chroot_log = run_hook(services, root, tmp_path)
     links = sorted(p.relative_to(root / "etc/systemd").as_posix() for p in (root / "etc/systemd").rglob("*")
                    if p.is_symlink() and os.readlink(p) == "/dev/null")  # fmt: skip
     assert links == sorted(guests_module.GUEST_MASKED)
@@ -676,7 +677,7 @@ def test_debian_guest_masks_what_slows_a_live_boot_as_dom0_does(kinds: BuildCont
     # A guest's command line may carry ip= (guests[].cmdline): what reads it stays.
     assert "system/systemd-network-generator.service" not in links
     enabled = "systemctl enable systemd-networkd.service xenlive-guest-net.service"
-    assert (bin_dir / "chroot.log").read_text() == f"{root} {enabled}\n"
+    assert chroot_log == f"{root} {enabled}\n"
 
 
 def test_a_debian_guests_cache_key_follows_its_hook_templates(monkeypatch) -> None:
