@@ -4,10 +4,11 @@ Why here and not in the checks: reading a kernel means inflating megabytes; doin
 build and handing the result to every check keeps the checks fast and free of I/O.
 
 A guest's kernel and initrd are read from the best place that has them: what the guests stage put
-on the medium; else the profile's own files; else what xenlive would make (dom0's kernel, the busybox
-initramfs assembled in memory exactly as the guests stage writes it); else a Debian guest's cache
-entry from an earlier build. A Debian guest built for the first time is known only after the
-guests stage, so the pipeline checks guests once more then (gate.guests_unknown says when).
+on the medium; else the profile's own files; else what xenlive would make (dom0's kernel, the
+initramfs assembled in memory exactly as the guests stage writes it, for a Debian guest from the
+modules of its cache entry); else a Debian guest's cache entry from an earlier build. A Debian
+guest built for the first time is known only after the guests stage, so the pipeline checks guests
+once more then (gate.guests_unknown says when).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def gather(profile: Profile, tree: Path | None = None, *, staging: Path | None =
         except IntrospectError as e:
             facts.problems[guest.name] = str(e)
         try:
-            initrd = read_initrd(initrd_file) if initrd_file is not None else busybox_facts(profile, guest, tree)
+            initrd = (
+                read_initrd(initrd_file) if initrd_file is not None else made_initrd(profile, guest, tree, cache_dir)
+            )
         except InitrdError as e:
             facts.problems[f"{guest.name}:initrd"] = str(e)
             initrd = None
@@ -91,21 +94,29 @@ def guest_files(profile: Profile, guest: Guest, staging: Path | None,
 
         entry = cache_dir / "guest" / debian_key(guest)
         if (entry / cache.SEAL).exists():
-            kernel, initrd = entry / "vmlinuz", entry / "initrd.img"
+            kernel = entry / "vmlinuz"
     return kernel, initrd
 
 
-def busybox_facts(profile: Profile, guest: Guest, tree: Path | None) -> InitrdFacts | None:
-    """The busybox initramfs the guests stage will write for this guest, read before it is written."""
-    if guest.kind != GuestKind.BUSYBOX or guest.initrd != Builtin.BUSYBOX or tree is None:
+def made_initrd(profile: Profile, guest: Guest, tree: Path | None, cache_dir: Path | None) -> InitrdFacts | None:
+    """The initramfs the guests stage will write for this guest (busybox, or a Debian guest's from
+    its cache entry), read before it is written; None when it cannot be known yet."""
+    if tree is None or not (tree / "bin/busybox").is_file():
         return None
     from builder import cpio
-    from builder.stages.guests import busybox_initrd
+    from builder.stages.guests import INITRD_MODULES, busybox_initrd, debian_initrd, debian_key
 
-    if not (tree / "bin/busybox").is_file():
+    if guest.kind == GuestKind.BUSYBOX and guest.initrd == Builtin.BUSYBOX:
+        entries = busybox_initrd(tree, guest, profile.base_dir)
+    elif guest.kind == GuestKind.DEBIAN and cache_dir is not None:
+        entry = cache_dir / "guest" / debian_key(guest)
+        if not (entry / cache.SEAL).exists():
+            return None
+        entries = debian_initrd(tree, guest, entry / INITRD_MODULES)
+    else:
         return None
-    data = gzip.compress(cpio.archive(busybox_initrd(tree, guest, profile.base_dir)), compresslevel=9, mtime=0)
-    return read_initrd_bytes(data, f"guest {guest.name}'s busybox initramfs")
+    data = gzip.compress(cpio.archive(entries), compresslevel=9, mtime=0)
+    return read_initrd_bytes(data, f"guest {guest.name}'s initramfs")
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,7 +6,10 @@ not copied into the squashfs layers. Each kind makes its files in its own way:
 - busybox: dom0's kernel and an initramfs of dom0's static busybox (plus an optional overlay);
   the guest lives in RAM and has no disk.
 - debian: mmdebstrap writes a tarball of a small Debian system, `mkfs.ext4 -d` turns it into the
-  guest's disk (no loop mounts), and the kernel and initrd are taken from that same tree.
+  guest's disk (no loop mounts), and the kernel is taken from that same tree. Its initramfs is
+  xenlive's own: dom0's static busybox, the few modules that reach the root file system (taken
+  from the guest's tree, in the order builder/kmod.py works out) and an /init that mounts it and
+  hands over to systemd. initramfs-tools' own took 15-22 s of a guest's boot under TCG.
 - image: the profile's own kernel, initrd, disk or cdrom, checked against their sha256 at load.
 
 Built artifacts are cache entries keyed by a hash of the guest's own inputs (builder/cache.py), so
@@ -33,13 +36,14 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from builder import cache, cpio, medium, mmdebstrap
+from builder import cache, cpio, kmod, medium, mmdebstrap
 from builder.checks.facts import gather
 from builder.checks.rules import guest_need_mib
 from builder.context import BuildContext
 from builder.errors import CommandError, XenliveError
 from builder.fsutil import sha256_file
 from builder.guestmem import GuestMemory, guest_minimum
+from builder.introspect import MAX_MODULE_BYTES, compression_of, inflate
 from builder.log import VERBOSE, step
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
 from builder.run import run
@@ -50,7 +54,7 @@ from builder.templating import render
 log = logging.getLogger(__name__)
 
 REQUIRED_TOOLS = ["mmdebstrap", "mkfs.ext4"]  # only when a profile has a debian guest
-STAGE_VERSION = 1  # bump when the way guest artifacts are made changes
+STAGE_VERSION = 2  # bump when the way guest artifacts are made changes
 BUSYBOX = "bin/busybox"
 DOM0_ADDRESS = "@DOM0_ADDRESS@"  # replaced by xenlive-guests at boot with dom0's address on the bridge
 HVM_DOM0_PACKAGES = ("qemu-system-xen",)  # the device model an hvm guest needs in dom0
@@ -74,15 +78,27 @@ GUEST_COLUMNS = (
 )
 
 # A Debian guest stays small: the kernel, systemd with networkd, and the tools its network proof uses.
-DEBIAN_PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "iproute2", "iputils-ping")
+# xenstore-utils: xenstore-read, for dom0's address (usr/local/sbin/xenlive-guest-net).
+DEBIAN_PACKAGES = (
+    "linux-image-amd64",
+    "initramfs-tools",
+    "systemd-sysv",
+    "udev",
+    "iproute2",
+    "iputils-ping",
+    "xenstore-utils",
+)
 DEBIAN_DPKG_OPTIONS = (
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
     "path-exclude=/usr/share/locale/*",
 )
-# Its initrd only needs to find an ext4 root on a Xen block device (MODULES=list keeps it ~6 MB).
+# What its initramfs loads: an ext4 root on a Xen block device, and the network device. The guest's
+# own initrd on its disk (initramfs-tools, MODULES=list) has the same, for whoever boots the disk elsewhere.
 DEBIAN_INITRD_MODULES = ("xen-blkfront", "xen-netfront", "ext4")
+INITRD_MODULES = "initrd-modules"  # in a Debian guest's cache entry: the modules, inflated, and their order
+MODULE_ORDER = "order"  # one line per module, "NAME required" or "NAME optional", in load order
 # A PV guest sees Xen's virtual devices only: kernel/drivers keeps these, the rest (about 300 MB) goes.
 DEBIAN_KEEP_DRIVERS = ("xen", "block", "md", "char")
 # Units that only slow a guest's boot down (data/masked-units.txt, `guests`).
@@ -179,7 +195,7 @@ def disk_specs(guest: Guest) -> list[str]:
 
 def kernel_cmdline(guest: Guest) -> str:
     if guest.kind == GuestKind.DEBIAN:
-        return f"root=/dev/xvda rw {guest.cmdline} xenlive.dom0={DOM0_ADDRESS}"
+        return f"root=/dev/xvda rw {guest.cmdline}"
     return guest.cmdline
 
 
@@ -241,16 +257,15 @@ def _entries_digest(entries: list[cpio.Entry]) -> str:
     return hashlib.sha256(cpio.archive(entries)).hexdigest()
 
 
-def busybox_initrd(tree: Path, guest: Guest, base_dir: Path | None = None) -> list[cpio.Entry]:
-    """A minimal initramfs: dom0's static busybox, an /init that prints a ready marker, the overlay."""
+def _busybox_base(tree: Path, guest: Guest, init: str) -> list[cpio.Entry]:
+    """What every initramfs xenlive makes has: dom0's static busybox, the console, /init."""
     busybox = tree / BUSYBOX
     if not busybox.is_file():
         raise XenliveError(
             f"dom0 tree has no /{BUSYBOX} for guest {guest.name!r}",
             hint="keep busybox-static in dom0's packages",
         )
-    init = render("busybox-init.j2", guest=guest)
-    entries = [
+    return [
         cpio.directory("bin"),
         cpio.regular("bin/busybox", busybox.read_bytes(), 0o755),
         cpio.symlink("bin/sh", "busybox"),
@@ -262,9 +277,51 @@ def busybox_initrd(tree: Path, guest: Guest, base_dir: Path | None = None) -> li
         cpio.directory("root", 0o700),
         cpio.regular("init", init.encode(), 0o755),
     ]
+
+
+def busybox_initrd(tree: Path, guest: Guest, base_dir: Path | None = None) -> list[cpio.Entry]:
+    """A minimal initramfs: dom0's static busybox, an /init that prints a ready marker, the overlay."""
+    entries = _busybox_base(tree, guest, render("busybox-init.j2", guest=guest))
     if guest.overlay is not None:
         entries += overlay_entries((base_dir or Path.cwd()) / guest.overlay)
     return entries
+
+
+def debian_initrd(tree: Path, guest: Guest, modules: Path) -> list[cpio.Entry]:
+    """A Debian guest's initramfs: busybox, the modules of its cache entry (`modules`, with their
+    order) and an /init that loads them, mounts the root named by root= and switches to it."""
+    entries = _busybox_base(tree, guest, render("debian-init.j2", guest=guest))
+    entries.append(cpio.directory("lib"))
+    entries.append(cpio.directory("lib/modules"))
+    order = (modules / MODULE_ORDER).read_text()
+    entries.append(cpio.regular(f"lib/modules/{MODULE_ORDER}", order.encode()))
+    for line in order.splitlines():
+        name = line.split()[0]
+        entries.append(cpio.regular(f"lib/modules/{name}.ko", (modules / f"{name}.ko").read_bytes()))
+    return entries
+
+
+def initrd_modules(tree: Path, dest: Path) -> list[str]:
+    """Inflate the modules a Debian guest's initramfs loads out of its tree into `dest`, with the
+    order file; return their paths relative to dest's parent (what the cache entry seals)."""
+    versions = sorted(p.name for p in (tree / "lib/modules").iterdir() if (p / "modules.dep").is_file())
+    if not versions:
+        raise XenliveError(
+            "the Debian guest tree has no /lib/modules/*/modules.dep", hint="is linux-image-amd64 installed?"
+        )
+    base = tree / "lib/modules" / versions[-1]
+    dest.mkdir()
+    order = kmod.load_order(base, DEBIAN_INITRD_MODULES)
+    sealed = [f"{dest.name}/{MODULE_ORDER}"]
+    for load in order:
+        data = (base / load.path).read_bytes()
+        if compression_of(data) is not None:
+            data = inflate(data, MAX_MODULE_BYTES, load.path)
+        (dest / f"{load.name}.ko").write_bytes(data)
+        sealed.append(f"{dest.name}/{load.name}.ko")
+    text = "".join(f"{load.name} {'required' if load.required else 'optional'}\n" for load in order)
+    (dest / MODULE_ORDER).write_text(text)
+    return sealed
 
 
 def overlay_entries(root: Path) -> list[cpio.Entry]:
@@ -424,45 +481,38 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
              "--xattrs-include=*"])  # fmt: skip
         tarball.unlink()
         run(mkfs_command(guest, tree, tmp / "disk.img", size, key), env={"E2FSPROGS_FAKE_TIME": str(ctx.epoch)})
+        modules = initrd_modules(tree, tmp / INITRD_MODULES)
         shutil.rmtree(tree)
         shutil.rmtree(overlay)
-        return ["vmlinuz", "initrd.img", "disk.img"]
+        return ["vmlinuz", "disk.img", *modules]
 
     entry, cached = ctx.holds.enter_context(cache.use(ctx.cache_dir, "guest", key, make))
     ctx.cache_hits[f"guest:{guest.name}"] = cached
     if cached:
         log.log(VERBOSE, "    reusing cached guest %s (%s)", guest.name, key)
-    for name in ("vmlinuz", "initrd.img", "disk.img"):
+    for name in ("vmlinuz", "disk.img"):
         _place(entry / name, medium_dir / name)
+    cpio.write_gzip(debian_initrd(ctx.require_rootfs(), guest, entry / INITRD_MODULES), medium_dir / "initrd.img")
 
 
 def extract_boot(tarball: Path, dest: Path) -> tuple[int, int]:
-    """Copy the newest /boot/vmlinuz-* and /boot/initrd.img-* out of the guest's tarball; return
-    the tree's byte and inode counts (to size its disk)."""
-    found: dict[str, tarfile.TarInfo] = {}
+    """Copy the newest /boot/vmlinuz-* out of the guest's tarball to dest/vmlinuz; return the tree's
+    byte and inode counts (to size its disk)."""
+    kernel: tarfile.TarInfo | None = None
     total = inodes = 0
     with tarfile.open(tarball) as tar:
         for member in tar:
             inodes += 1
             total += member.size if member.isfile() else 0
             name = member.name.removeprefix("./")
-            for prefix in ("vmlinuz", "initrd.img"):
-                newest = found.get(prefix)
-                if (
-                    member.isfile()
-                    and name.startswith(f"boot/{prefix}-")
-                    and (newest is None or member.name > newest.name)
-                ):
-                    found[prefix] = member
-        for prefix, out in (("vmlinuz", "vmlinuz"), ("initrd.img", "initrd.img")):
-            if prefix not in found:
-                raise XenliveError(
-                    f"the Debian guest tree has no /boot/{prefix}-*", hint="is linux-image-amd64 installed?"
-                )
-            source = tar.extractfile(found[prefix])
-            assert source is not None
-            with source, (dest / out).open("wb") as f:
-                shutil.copyfileobj(source, f)
+            if member.isfile() and name.startswith("boot/vmlinuz-") and (kernel is None or member.name > kernel.name):
+                kernel = member
+        if kernel is None:
+            raise XenliveError("the Debian guest tree has no /boot/vmlinuz-*", hint="is linux-image-amd64 installed?")
+        source = tar.extractfile(kernel)
+        assert source is not None
+        with source, (dest / "vmlinuz").open("wb") as f:
+            shutil.copyfileobj(source, f)
     return total, inodes
 
 

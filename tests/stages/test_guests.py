@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -45,6 +46,20 @@ DOM0_KERNEL = bzimage(elf_kernel(xen_kernel_notes(), LINUX_LOADS))  # laid out a
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_cpio(data: bytes) -> list[cpio.Entry]:
+    """The entries of a newc archive (what builder/cpio.py writes), for reading an initramfs back."""
+    entries, pos = [], 0
+    while True:
+        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
+        name_end = pos + 110 + fields[11]
+        name = data[pos + 110 : name_end - 1].decode()
+        start = name_end + (-name_end % 4)
+        if name == "TRAILER!!!":
+            return entries
+        entries.append(cpio.Entry(name, fields[1], data[start : start + fields[6]], (fields[9], fields[10])))
+        pos = start + fields[6] + (-(start + fields[6]) % 4)
 
 
 KINDS_PROFILE = f"""\
@@ -118,8 +133,26 @@ def kinds(tmp_path: Path) -> BuildContext:
     return c
 
 
+GUEST_MODULES = "./lib/modules/6.1.0-9-amd64"
+# A guest kernel's module database as a Debian kernel has it: ext4 needs crc16 and jbd2, and wants
+# crc32c before it (an alias for two modules, one of which only loads on CPUs with SSE 4.2).
+GUEST_MODULE_FILES = {
+    "modules.dep": b"kernel/fs/ext4/ext4.ko.xz: kernel/lib/crc16.ko kernel/fs/jbd2/jbd2.ko.xz\n"
+                   b"kernel/lib/crc16.ko:\nkernel/fs/jbd2/jbd2.ko.xz:\nkernel/crypto/crc32c_generic.ko.xz:\n"
+                   b"kernel/arch/x86/crypto/crc32c-intel.ko.xz:\nkernel/drivers/block/xen-blkfront.ko.xz:\n"
+                   b"kernel/drivers/net/xen-netfront.ko.xz:\nkernel/sound/snd.ko.xz:\n",
+    "modules.softdep": b"# Soft dependencies extracted from modules themselves.\nsoftdep ext4 pre: crypto-crc32c\n",
+    "modules.alias": b"alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\n",
+    "kernel/lib/crc16.ko": b"plain crc16",
+    **{path: lzma.compress(f"ko of {path}".encode(), format=lzma.FORMAT_XZ)
+       for path in ("kernel/fs/ext4/ext4.ko.xz", "kernel/fs/jbd2/jbd2.ko.xz", "kernel/crypto/crc32c_generic.ko.xz",
+                    "kernel/arch/x86/crypto/crc32c-intel.ko.xz", "kernel/drivers/block/xen-blkfront.ko.xz",
+                    "kernel/drivers/net/xen-netfront.ko.xz", "kernel/sound/snd.ko.xz")},
+}  # fmt: skip
+
+
 class FakeDebootstrap:
-    """Stands in for mmdebstrap (writes a tarball with a kernel and initrd) and mkfs.ext4."""
+    """Stands in for mmdebstrap (writes a tarball with a kernel, an initrd and modules), tar and mkfs.ext4."""
 
     def __init__(self) -> None:
         self.commands: list[list[str]] = []
@@ -129,12 +162,16 @@ class FakeDebootstrap:
         self.commands.append(cmd)
         if cmd[0] == "mmdebstrap":
             with tarfile.open(cmd[-2], "w") as tar:
-                for name, data in (("./boot/vmlinuz-6.1.0-9-amd64", b"guest kernel"),
-                                   ("./boot/initrd.img-6.1.0-9-amd64", b"guest initrd"),
-                                   ("./etc/hostname", b"deb\n")):  # fmt: skip
+                files = {"./boot/vmlinuz-6.1.0-9-amd64": b"guest kernel",
+                         "./boot/initrd.img-6.1.0-9-amd64": b"guest initrd", "./etc/hostname": b"deb\n",
+                         **{f"{GUEST_MODULES}/{rel}": data for rel, data in GUEST_MODULE_FILES.items()}}  # fmt: skip
+                for name, data in files.items():
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
+        elif cmd[0] == "tar":
+            with tarfile.open(cmd[cmd.index("-xpf") + 1]) as tar:
+                tar.extractall(cmd[cmd.index("-C") + 1], filter="data")
         elif cmd[0] == "mkfs.ext4":
             Path(cmd[-2]).write_bytes(b"ext4 of " + Path(cmd[cmd.index("-d") + 1]).name.encode())
         return subprocess.CompletedProcess(cmd, 0, "", "")
@@ -192,7 +229,14 @@ def test_build_guests_places_every_kind(kinds: BuildContext, fake_run: FakeDeboo
     assert b"XENLIVE-GUEST-READY tiny" in gzip.decompress((medium / "tiny/initrd.img").read_bytes())
     assert b"echo box" in gzip.decompress((medium / "box-pvh/initrd.img").read_bytes())
     assert (medium / "deb/vmlinuz").read_bytes() == b"guest kernel"
-    assert (medium / "deb/initrd.img").read_bytes() == b"guest initrd"
+    # the Debian guest's initramfs is xenlive's: busybox, its /init and the modules that reach its root
+    deb = {e.path: e for e in read_cpio(gzip.decompress((medium / "deb/initrd.img").read_bytes()))}
+    assert deb["bin/busybox"].data == b"\x7fELF busybox" and b"switch_root" in deb["init"].data
+    assert deb["lib/modules/order"].data.decode().splitlines() == [
+        "xen_blkfront required", "xen_netfront required", "crc32c_intel optional", "crc32c_generic optional",
+        "crc16 required", "jbd2 required", "ext4 required"]  # fmt: skip
+    assert deb["lib/modules/ext4.ko"].data == b"ko of kernel/fs/ext4/ext4.ko.xz"  # inflated at build time
+    assert deb["lib/modules/crc16.ko"].data == b"plain crc16" and "lib/modules/snd.ko" not in deb
     assert (medium / "deb/disk.img").read_bytes() == b"ext4 of tree"
     assert (medium / "img/vmlinuz").read_bytes() == KERNEL and (medium / "img/disk.img").read_bytes() == DISK
     assert (medium / "win/cdrom.iso").read_bytes() == ISO and not (medium / "win/vmlinuz").exists()
@@ -225,7 +269,8 @@ def test_debian_guest_mmdebstrap_command(kinds: BuildContext, fake_run: FakeDebo
     (cmd,) = [c for c in fake_run.commands if c[0] == "mmdebstrap"]
     assert "--variant=minbase" in cmd and "--format=tar" in cmd
     assert next(a for a in cmd if a.startswith("--include=")) == (
-        "--include=linux-image-amd64,initramfs-tools,systemd-sysv,udev,iproute2,iputils-ping,openssh-server"
+        "--include=linux-image-amd64,initramfs-tools,systemd-sysv,udev,iproute2,iputils-ping,xenstore-utils,"
+        "openssh-server"
     )
     hooks = [a for a in cmd if a.startswith("--customize-hook=")]
     assert hooks[0].startswith("--customize-hook=sync-in ") and hooks[0].endswith(" /")
@@ -243,7 +288,11 @@ def test_debian_overlay_has_hostname_network_and_proof(kinds: BuildContext) -> N
     assert "DHCP=ipv4" in files["etc/systemd/network/10-xenlive.network"][0]
     script, mode = files["usr/local/sbin/xenlive-guest-net"]
     assert mode == 0o755 and 'name="deb"' in script and "XENLIVE-GUEST-NET" in script
-    assert "xenlive.dom0=@DOM0_ADDRESS@" in xl_config(kinds.profile, deb)
+    # dom0's address reaches the guest through xenstore, so its config needs none and it starts at once
+    assert (
+        "xenstore-read xenlive/dom0" in script
+        and "@DOM0_ADDRESS@" not in xl_config(kinds.profile, deb).split("\n", 2)[2]
+    )
 
 
 def test_changing_one_guest_rebuilds_only_that_guest(kinds: BuildContext, fake_run: FakeDebootstrap,
@@ -357,12 +406,13 @@ FAKE_COMMANDS = {
     "xl": 'echo "xl $*" >> "$FAKE_LOG"\ncase "$1" in\n'
     '  create) grep -q \'name = "broken"\' "$2" && { echo "Parsing config from $2"; '
     'echo "libxl: error: kernel not found" >&2; exit 3; }; exit 0 ;;\n'
-    '  domid) grep -qx "$2" "$FAKE_RUNNING" ;;\n'
+    '  domid) grep -nx "$2" "$FAKE_RUNNING" | cut -d: -f1 | grep . ;;\n'
     '  list) grep -qx "$2" "$FAKE_RUNNING"'
     ' && printf "Name ID Mem VCPUs State Time\\n%s 1 96 1 -b---- 1.0\\n" "$2" ;;\n'
     '  info) printf "xen_version : 4.17.7\\n" ;;\nesac\n',
     "ip": '[ "$1 $2" = "-4 -o" ] && echo "5: xenbr0 inet 10.0.2.15/24 brd 10.0.2.255 scope global xenbr0"\nexit 0\n',
     "losetup": 'echo "losetup $*" >> "$FAKE_LOG"\necho /dev/loop$$\n',
+    "xenstore-write": 'echo "xenstore-write $*" >> "$FAKE_LOG"\n',
     "mountpoint": "exit 1\n",
     "mount": 'echo "mount $*" >> "$FAKE_LOG"\n',
     "truncate": "exit 0\n",
@@ -416,6 +466,11 @@ def test_a_guest_that_fails_to_start_is_reported_and_the_others_start(tmp_path: 
     assert f"losetup -r -f --show {dom0.root}/run/live/medium/guests/deb/disk.img" in log
     assert 'extra = "xenlive.dom0=10.0.2.15"' in dom0.read("run/xenlive/cfg/deb.cfg")
     assert "skipped" not in log and "spare" not in log
+    # then every guest that started learns dom0's address in its own xenstore directory (ids: FAKE_RUNNING's lines)
+    assert [line for line in log.splitlines() if line.startswith("xenstore-write")] == [
+        "xenstore-write /local/domain/2/xenlive/dom0 10.0.2.15",
+        "xenstore-write /local/domain/1/xenlive/dom0 10.0.2.15",
+    ]
 
     # XENLIVE-READY then reports the failure, the running guests, the skipped one and the ready markers.
     dom0.write("var/log/xen/console/guest-tiny.log", "Linux\nXENLIVE-GUEST-READY tiny\n")
