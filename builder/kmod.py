@@ -8,10 +8,16 @@ pre-dependencies (modules.softdep, "pre:") come before those; they name aliases 
 modules (ext4's "crypto-crc32c"), and an alias may stand for several modules of which only one
 works on a given CPU (crc32c_generic, crc32c_intel), so they are loaded when they can be and never
 required. A required module that is neither in modules.dep nor built in stops the build.
+
+The database comes from a guest's tree, that is from packages of a mirror the profile names: only
+regular files are read (a link to a host file or device is refused), and a module's path must be a
+plain relative one under the kernel's directory.
 """
 
 from __future__ import annotations
 
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +36,26 @@ def module_name(path_or_name: str) -> str:
     return path_or_name.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
 
 
-def _lines(path: Path) -> list[str]:
+MODULE_PATH = re.compile(r"(?:[A-Za-z0-9_+-][A-Za-z0-9_.+-]*/)*[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.ko(?:\.xz|\.gz|\.zst)?")
+MAX_DATABASE_BYTES = 16 << 20  # modules.alias of a whole Debian kernel is about 1.5 MB
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """A regular file's bytes, not through a link; None when it does not exist."""
     try:
-        return path.read_text(errors="replace").splitlines()
+        st = path.lstat()
     except FileNotFoundError:
-        return []
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise XenliveError(f"{path} is not a regular file (a link or a device in the guest's tree)")
+    if st.st_size > limit:
+        raise XenliveError(f"{path} has {st.st_size} bytes, more than the {limit} a kernel's is likely to have")
+    return path.read_bytes()
+
+
+def _lines(path: Path) -> list[str]:
+    data = read_regular(path, MAX_DATABASE_BYTES)
+    return [] if data is None else data.decode(errors="replace").splitlines()
 
 
 def load_order(base: Path, names: tuple[str, ...] | list[str]) -> list[Load]:
@@ -42,12 +63,15 @@ def load_order(base: Path, names: tuple[str, ...] | list[str]) -> list[Load]:
 
     `base` is a kernel's lib/modules/VERSION directory. Built-in modules need no loading.
     """
-    if not (base / "modules.dep").is_file():
+    if read_regular(base / "modules.dep", MAX_DATABASE_BYTES) is None:
         raise XenliveError(f"{base}/modules.dep is missing", hint="is the kernel's package complete?")
     deps: dict[str, tuple[str, list[str]]] = {}
     for line in _lines(base / "modules.dep"):
         path, sep, rest = line.partition(":")
         if sep:
+            for one in (path, *rest.split()):
+                if not MODULE_PATH.fullmatch(one) or ".." in one.split("/"):
+                    raise XenliveError(f"{base}/modules.dep names {one!r}, not a module's path under the kernel's")
             deps[module_name(path)] = (path, [module_name(d) for d in rest.split()])
     soft: dict[str, list[str]] = {}
     for line in _lines(base / "modules.softdep"):

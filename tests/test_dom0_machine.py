@@ -199,10 +199,10 @@ def test_the_report_waits_for_ready_and_no_longer_than_it_is_told(tmp_path):
     proc = dom0.run("machine")
     assert proc.returncode == 0 and "XENLIVE-MACHINE-BEGIN" in dom0.read("dev/console")
     assert (tmp_path / "sleeps").read_text() == "3\n"  # it waited for the marker, and not one poll more
-    # without the marker, it waits XENLIVE_MACHINE_WAIT seconds (two polls a second), then reports anyway
+    # without the marker, it waits XENLIVE_AFTER_READY_WAIT seconds (two polls a second), then reports anyway
     dom0.path("run/xenlive/printed/ready").unlink()
     dom0.command("sleep", 'n=$(cat "$FAKE_SLEEPS"); echo $((n + 1)) > "$FAKE_SLEEPS"\n')
     (tmp_path / "sleeps").write_text("0\n")
-    proc = dom0.run("machine", XENLIVE_MACHINE_WAIT="2")
+    proc = dom0.run("machine", XENLIVE_AFTER_READY_WAIT="2")
     assert proc.returncode == 0 and (tmp_path / "sleeps").read_text() == "4\n"
     assert dom0.path("run/xenlive/printed/machine").exists()

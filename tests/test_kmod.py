@@ -67,3 +67,18 @@ def test_a_missing_required_module_or_database_is_a_clear_error(tmp_path: Path) 
         load_order(base, ["a"])
     with pytest.raises(XenliveError, match="modules.dep is missing"):
         load_order(tmp_path / "nothing", ["a"])
+
+
+def test_a_hostile_database_reaches_no_file_outside_the_kernels_directory(tmp_path: Path) -> None:
+    for bad in ("../../../etc/shadow.ko", "/etc/passwd.ko", "kernel/a.ko; rm -rf x", "kernel/../../b.ko"):
+        base = database(tmp_path / str(abs(hash(bad))), f"kernel/a.ko: {bad}\nkernel/a.ko:\n")
+        with pytest.raises(XenliveError, match="not a module's path under the kernel's"):
+            load_order(base, ["a"])
+    # a database that is a link (to a host file, or a device) is refused, not read
+    host = tmp_path / "host-secret"
+    host.write_text("kernel/a.ko:\n")
+    base = tmp_path / "linked"
+    base.mkdir()
+    (base / "modules.dep").symlink_to(host)
+    with pytest.raises(XenliveError, match="not a regular file"):
+        load_order(base, ["a"])

@@ -47,7 +47,7 @@ from builder.introspect import MAX_MODULE_BYTES, compression_of, inflate
 from builder.log import VERBOSE, step
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
 from builder.run import run
-from builder.stages.customize import masked_units
+from builder.stages.customize import dom0_path, masked_units
 from builder.stages.rootfs import boot_file
 from builder.templating import render
 
@@ -303,18 +303,27 @@ def debian_initrd(tree: Path, guest: Guest, modules: Path) -> list[cpio.Entry]:
 
 def initrd_modules(tree: Path, dest: Path) -> list[str]:
     """Inflate the modules a Debian guest's initramfs loads out of its tree into `dest`, with the
-    order file; return their paths relative to dest's parent (what the cache entry seals)."""
-    versions = sorted(p.name for p in (tree / "lib/modules").iterdir() if (p / "modules.dep").is_file())
-    if not versions:
+    order file; return their paths relative to dest's parent (what the cache entry seals).
+
+    The tree's links are followed as the guest would follow them (dom0_path), never to the host's
+    files: the tree comes from packages of a mirror the profile names."""
+    modules = dom0_path(tree, None, "lib/modules", follow_last=True)
+    versions = sorted(p.name for p in modules.iterdir()) if modules.is_dir() else []
+    bases = [dom0_path(tree, None, f"lib/modules/{v}", follow_last=True) for v in versions]
+    bases = [b for b in bases if (b / "modules.dep").is_file()]
+    if not bases:
         raise XenliveError(
             "the Debian guest tree has no /lib/modules/*/modules.dep", hint="is linux-image-amd64 installed?"
         )
-    base = tree / "lib/modules" / versions[-1]
+    base = bases[-1]
     dest.mkdir()
     order = kmod.load_order(base, DEBIAN_INITRD_MODULES)
     sealed = [f"{dest.name}/{MODULE_ORDER}"]
     for load in order:
-        data = (base / load.path).read_bytes()
+        rel = f"{base.relative_to(tree).as_posix()}/{load.path}"
+        data = kmod.read_regular(dom0_path(tree, None, rel), MAX_MODULE_BYTES)
+        if data is None:
+            raise XenliveError(f"the Debian guest tree has no /{rel}, which its modules.dep names")
         if compression_of(data) is not None:
             data = inflate(data, MAX_MODULE_BYTES, load.path)
         (dest / f"{load.name}.ko").write_bytes(data)

@@ -13,6 +13,7 @@ import io
 import json
 import lzma
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -694,6 +695,39 @@ def run_hook(hook: str, root: Path, tmp_path: Path) -> str:
     proc = subprocess.run(["sh", "-c", hook, "sh", str(root)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return (bin_dir / "chroot.log").read_text()
+
+
+def guest_tree(root: Path) -> Path:
+    """A merged-/usr guest tree whose /lib is an absolute link, as a hostile package could make it."""
+    modules = root / "usr/lib/modules/6.1.0-9-amd64"
+    for rel, data in GUEST_MODULE_FILES.items():
+        (modules / rel).parent.mkdir(parents=True, exist_ok=True)
+        (modules / rel).write_bytes(data)
+    (root / "lib").symlink_to("/usr/lib")  # followed inside the tree, as the guest follows it
+    return root
+
+
+def test_debian_initrd_modules_follow_the_trees_links_inside_it_only(tmp_path: Path) -> None:
+    tree = guest_tree(tmp_path / "tree")
+    sealed = guests_module.initrd_modules(tree, tmp_path / "entry")
+    assert sealed[0] == "entry/order" and "entry/ext4.ko" in sealed
+    assert (tmp_path / "entry/ext4.ko").read_bytes() == b"ko of kernel/fs/ext4/ext4.ko.xz"
+    # a module that is a link to a host file is refused, and nothing of that file is read
+    secret = tmp_path / "host-secret.ko"
+    secret.write_bytes(b"host data")
+    ext4 = tree / "usr/lib/modules/6.1.0-9-amd64/kernel/fs/ext4/ext4.ko.xz"
+    ext4.unlink()
+    ext4.symlink_to(secret)
+    with pytest.raises(XenliveError, match="ext4.ko.xz is not a regular file"):
+        guests_module.initrd_modules(tree, tmp_path / "again")
+    # a directory of the path that links outside resolves inside the tree, where the module is missing
+    ext4.unlink()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside/ext4.ko.xz").write_bytes(b"host data")
+    shutil.rmtree(ext4.parent)
+    ext4.parent.symlink_to(tmp_path / "outside")
+    with pytest.raises(XenliveError, match="has no /usr/lib/modules/6.1.0-9-amd64/kernel/fs/ext4/ext4.ko.xz"):
+        guests_module.initrd_modules(tree, tmp_path / "third")
 
 
 @pytest.mark.parametrize("suffix", [".ko", ".ko.xz"])  # bookworm's modules, trixie's
