@@ -32,6 +32,9 @@ class FakeDom0:
                         XENLIVE_PRINTED_WAIT="0")  # fmt: skip
         self.write("proc/cmdline", "boot=live\n")
         self.write("dev/console", "")
+        # systemctl only records what it was asked (ready starts the machine report); tests may replace it
+        self.systemctl_log = tmp_path / "systemctl.log"
+        self.command("systemctl", f'echo "$*" >> "{self.systemctl_log}"\n')
 
     def path(self, rel: str) -> Path:
         return self.root / rel

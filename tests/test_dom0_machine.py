@@ -52,7 +52,6 @@ def machine(tmp_path: Path, *, xl: str | None = XL_INFO, vendor: str = "LENOVO",
         dom0.write("sys/firmware/efi/fw_platform_size", "64\n")
     dom0.command("xl", f"cat <<'EOF'\n{xl}EOF\n" if xl is not None else "exit 1\n")
     dom0.command("dmesg", "echo '[    0.000000] secureboot: Secure boot disabled'\n")
-    dom0.write("run/xenlive/printed/ready", "")  # XENLIVE-READY is out: the report may start
     return dom0
 
 
@@ -187,22 +186,3 @@ def test_a_report_that_lost_its_end_does_not_swallow_the_console(tmp_path):
     left = [line for line in console if not reader(line)]
     assert left == ['XENLIVE-READY {"profile": "default"}', "XENLIVE-GUEST-LOGS-DONE"]
     assert reader.last is None  # no complete report: the boot test says so
-
-
-def test_the_report_waits_for_ready_and_no_longer_than_it_is_told(tmp_path):
-    dom0 = machine(tmp_path)
-    dom0.path("run/xenlive/printed/ready").unlink()
-    # ready's marker appears while the report waits: it goes on then, and writes its report
-    dom0.command("sleep", 'n=$(cat "$FAKE_SLEEPS" 2>/dev/null || echo 0); echo $((n + 1)) > "$FAKE_SLEEPS"\n'
-                          '[ "$n" -ge 2 ] && : > "$XENLIVE_ROOT/run/xenlive/printed/ready"\nexit 0\n')  # fmt: skip
-    dom0.env.update(FAKE_SLEEPS=str(tmp_path / "sleeps"))
-    proc = dom0.run("machine")
-    assert proc.returncode == 0 and "XENLIVE-MACHINE-BEGIN" in dom0.read("dev/console")
-    assert (tmp_path / "sleeps").read_text() == "3\n"  # it waited for the marker, and not one poll more
-    # without the marker, it waits XENLIVE_AFTER_READY_WAIT seconds (two polls a second), then reports anyway
-    dom0.path("run/xenlive/printed/ready").unlink()
-    dom0.command("sleep", 'n=$(cat "$FAKE_SLEEPS"); echo $((n + 1)) > "$FAKE_SLEEPS"\n')
-    (tmp_path / "sleeps").write_text("0\n")
-    proc = dom0.run("machine", XENLIVE_AFTER_READY_WAIT="2")
-    assert proc.returncode == 0 and (tmp_path / "sleeps").read_text() == "4\n"
-    assert dom0.path("run/xenlive/printed/machine").exists()

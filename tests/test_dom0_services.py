@@ -356,7 +356,6 @@ def test_report_prints_the_settings_as_one_json_line(dom0: FakeDom0, tmp_path: P
     dom0.write("etc/default/keyboard", 'XKBMODEL="jp106"\nXKBLAYOUT="jp"\n')
     dom0.write("sys/class/net/xenbr0/brif/enp0s2", "")
     dom0.write("sys/class/net/xenbr0/brif/vif1.0", "")
-    dom0.write("run/xenlive/printed/ready", "")  # XENLIVE-READY is out: the report runs after it
     proc = dom0.run("report")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     (line,) = proc.stdout.splitlines()

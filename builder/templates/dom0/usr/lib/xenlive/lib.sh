@@ -181,18 +181,6 @@ wait_bridge_address() {
     printf '%s\n' "$address"
 }
 
-# after_ready: wait until XENLIVE-READY is out (ready leaves $PRINTED_DIR/ready then, and ends what a
-# boot test reads only once report and machine have printed), polling every 0.5 s, at most
-# XENLIVE_AFTER_READY_WAIT seconds (900: as long as the guests' ready timeouts allow). What READY
-# does not prove runs after it: under TCG it took the CPU the guests' boot needs.
-after_ready() {
-    waited=0
-    while [ ! -e "$PRINTED_DIR/ready" ] && [ "$waited" -lt $((${XENLIVE_AFTER_READY_WAIT:-900} * 2)) ]; do
-        sleep 0.5
-        waited=$((waited + 1))
-    done
-}
-
 # printed_on_exit NAME: however the script ends, it leaves $PRINTED_DIR/NAME, so that ready waits
 # no longer for what the script prints (NAME is a constant of the script, not a value from outside).
 printed_on_exit() {
