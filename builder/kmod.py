@@ -63,10 +63,11 @@ def load_order(base: Path, names: tuple[str, ...] | list[str]) -> list[Load]:
 
     `base` is a kernel's lib/modules/VERSION directory. Built-in modules need no loading.
     """
-    if read_regular(base / "modules.dep", MAX_DATABASE_BYTES) is None:
+    dep = read_regular(base / "modules.dep", MAX_DATABASE_BYTES)
+    if dep is None:
         raise XenliveError(f"{base}/modules.dep is missing", hint="is the kernel's package complete?")
     deps: dict[str, tuple[str, list[str]]] = {}
-    for line in _lines(base / "modules.dep"):
+    for line in dep.decode(errors="replace").splitlines():
         path, sep, rest = line.partition(":")
         if sep:
             for one in (path, *rest.split()):
