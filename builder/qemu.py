@@ -235,6 +235,7 @@ class BootResult:
     expect_xen: bool = True  # False where the firmware cannot start Xen: Linux without Xen passes
     guest_logs: dict[str, str] = field(default_factory=dict)  # each guest's console log, saved in the report
     machine_report: dict[str, object] | None = None  # the machine dom0 described (builder/machinereport.py)
+    retried: str | None = None  # why a first boot was not counted (builder/boottest.py, emulator_flake)
 
     @property
     def expected_next(self) -> str:
@@ -257,6 +258,7 @@ class BootResult:
             "commands": [c.as_dict() for c in self.commands],
             "guest_logs": self.guest_logs,
             "machine_report": self.machine_report,
+            "retried": self.retried,
         }
 
     def failed_guests(self) -> dict[str, dict[str, object]]:

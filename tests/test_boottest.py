@@ -82,3 +82,59 @@ def test_summary_and_junit_name_the_failure(tmp_path: Path, monkeypatch) -> None
     failure = failed.find("failure")
     assert failure is not None and failure.get("message") == "xen: Panic on CPU 0"
     assert "(XEN) panic" in (failure.text or "")
+
+
+FLAKE = "failure on the console: [    5.616711] Kernel panic - not syncing: Fatal exception in interrupt"
+
+
+def scripted_boot(results: list[BootResult], calls: list[Path]):  # type: ignore[no-untyped-def]
+    """A boot_and_wait that gives these results in turn, writing a console log each time."""
+
+    def boot_and_wait(
+        iso: Path, opts: BootOptions, timeout: float, report_dir: Path, session: object = None
+    ) -> BootResult:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "console.log").write_text(f"boot {len(calls) + 1}\n")
+        calls.append(report_dir)
+        return results[len(calls) - 1]
+
+    return boot_and_wait
+
+
+def test_a_dom0_kernel_panic_under_tcg_is_booted_again_and_said(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[Path] = []
+    flake = BootResult(False, "dom0 kernel", FLAKE, "tcg", 20.0)
+    good = BootResult(True, "ready", "every guest is running", "tcg", 80.0, {"ready": 80.0}, {"guests": {}})
+    monkeypatch.setattr(boottest, "boot_and_wait", scripted_boot([flake, good], calls))
+    (run,) = run_boots(tmp_path / "x.iso", [(Firmware.BIOS, MediaKind.CDROM)], BootOptions(), 60, tmp_path / "r", 1)
+    assert len(calls) == 2 and run.result.passed and run.result.retried == FLAKE
+    report = tmp_path / "r/bios-cdrom"
+    assert (report / "console.first.log").read_text() == "boot 1\n" and (
+        report / "console.log"
+    ).read_text() == "boot 2\n"
+    assert json.loads((report / "result.json").read_text())["retried"] == FLAKE
+    assert "second boot: the first had failure on the console" in summary_table([run])
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        BootResult(False, "dom0 kernel", FLAKE, "kvm", 20.0),  # not the emulator: a real failure
+        BootResult(False, "dom0 userspace", FLAKE, "tcg", 40.0),  # later than the kernel's first seconds
+        BootResult(False, "dom0 kernel", "failure on the console: Kernel panic - not syncing: VFS", "tcg", 9.0),
+        BootResult(False, "xen", "Panic on CPU 0", "tcg", 12.5),
+    ],
+)
+def test_other_failures_are_not_booted_again(tmp_path: Path, monkeypatch, first: BootResult) -> None:  # type: ignore[no-untyped-def]
+    calls: list[Path] = []
+    monkeypatch.setattr(boottest, "boot_and_wait", scripted_boot([first], calls))
+    (run,) = run_boots(tmp_path / "x.iso", [(Firmware.BIOS, MediaKind.CDROM)], BootOptions(), 60, tmp_path / "r", 1)
+    assert len(calls) == 1 and not run.result.passed and run.result.retried is None
+
+
+def test_a_panic_that_comes_back_fails(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[Path] = []
+    flake = BootResult(False, "dom0 kernel", FLAKE, "tcg", 20.0)
+    monkeypatch.setattr(boottest, "boot_and_wait", scripted_boot([flake, flake, flake], calls))
+    (run,) = run_boots(tmp_path / "x.iso", [(Firmware.BIOS, MediaKind.CDROM)], BootOptions(), 60, tmp_path / "r", 1)
+    assert len(calls) == 2 and not run.result.passed and run.result.retried == FLAKE

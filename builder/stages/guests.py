@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shlex
 import shutil
 import tarfile
@@ -54,7 +55,7 @@ from builder.templating import render
 log = logging.getLogger(__name__)
 
 REQUIRED_TOOLS = ["mmdebstrap", "mkfs.ext4"]  # only when a profile has a debian guest
-STAGE_VERSION = 2  # bump when the way guest artifacts are made changes
+STAGE_VERSION = 3  # bump when the way guest artifacts are made changes
 BUSYBOX = "bin/busybox"
 DOM0_ADDRESS = "@DOM0_ADDRESS@"  # replaced by xenlive-guests at boot with dom0's address on the bridge
 HVM_DOM0_PACKAGES = ("qemu-system-xen",)  # the device model an hvm guest needs in dom0
@@ -99,6 +100,13 @@ DEBIAN_DPKG_OPTIONS = (
 DEBIAN_INITRD_MODULES = ("xen-blkfront", "xen-netfront", "ext4")
 INITRD_MODULES = "initrd-modules"  # in a Debian guest's cache entry: the modules, inflated, and their order
 MODULE_ORDER = "order"  # one line per module, "NAME required" or "NAME optional", in load order
+KERNEL_OPTIONS = "kernel-options"  # in a Debian guest's cache entry: what xenlive adds to its command line
+# Debian's kernels start the BPF LSM (CONFIG_LSM ends in bpf), and systemd then loads its
+# RestrictFileSystems= program at every boot: 3.6 s of a Debian guest's boot under nested TCG, though
+# no unit of Debian 13's systemd asks for that restriction. The guest's kernel gets its own built-in
+# list without bpf (lsm=); a guest's cmdline can name its own.
+LSM_DROPPED = "bpf"
+LSM_LIST = re.compile(r"[a-z0-9_]+(,[a-z0-9_]+)*")
 # A PV guest sees Xen's virtual devices only: kernel/drivers keeps these, the rest (about 300 MB) goes.
 DEBIAN_KEEP_DRIVERS = ("xen", "block", "md", "char")
 # Units that only slow a guest's boot down (data/masked-units.txt, `guests`).
@@ -133,14 +141,15 @@ def build_guests(ctx: BuildContext) -> None:
     for i, guest in enumerate(ctx.profile.guests, 1):
         medium_dir = ctx.staging / "guests" / guest.name
         medium_dir.mkdir(parents=True, exist_ok=True)
+        options = ""
         with step(f"guest {i}/{len(ctx.profile.guests)}: {guest.name} ({guest.kind})"):
             if guest.kind == GuestKind.BUSYBOX:
                 place_busybox(ctx, guest, medium_dir)
             elif guest.kind == GuestKind.DEBIAN:
-                place_debian(ctx, guest, medium_dir)
+                options = place_debian(ctx, guest, medium_dir)
             else:
                 place_image(ctx, guest, medium_dir)
-        (guest_dir / f"{guest.name}.cfg").write_text(xl_config(ctx.profile, guest))
+        (guest_dir / f"{guest.name}.cfg").write_text(xl_config(ctx.profile, guest, options))
         if guest.autostart:
             (auto_dir / f"{guest.name}.cfg").symlink_to(f"../guests/{guest.name}.cfg")
         if guest.ready:
@@ -193,13 +202,15 @@ def disk_specs(guest: Guest) -> list[str]:
     return specs
 
 
-def kernel_cmdline(guest: Guest) -> str:
+def kernel_cmdline(guest: Guest, options: str = "") -> str:
+    """The guest kernel's command line: for a Debian guest, its root and the options of its cache
+    entry (KERNEL_OPTIONS) before the profile's cmdline, whose own lsm= and root= then win."""
     if guest.kind == GuestKind.DEBIAN:
-        return f"root=/dev/xvda rw {guest.cmdline}"
+        return " ".join(part for part in ("root=/dev/xvda rw", options, guest.cmdline) if part)
     return guest.cmdline
 
 
-def xl_config(profile: Profile, guest: Guest) -> str:
+def xl_config(profile: Profile, guest: Guest, kernel_options: str = "") -> str:
     base = medium.in_dom0(f"{medium.GUESTS}/{guest.name}")
     # hvm guests boot from their disk or cdrom, unless they name a kernel (xl's direct kernel boot).
     direct_boot = guest.type != GuestType.HVM or guest.kind == GuestKind.BUSYBOX or isinstance(guest.kernel, Path)
@@ -211,7 +222,7 @@ def xl_config(profile: Profile, guest: Guest) -> str:
         guest=guest,
         kernel=f"{base}/vmlinuz" if direct_boot else "",
         ramdisk=f"{base}/initrd.img" if direct_boot and has_initrd else "",
-        extra=kernel_cmdline(guest),
+        extra=kernel_cmdline(guest, kernel_options),
         disks=disk_specs(guest),
         vif=f"mac={mac_address(profile, guest)}, bridge={bridge}, script={VIF_SCRIPT}"
         if guest.network and bridge
@@ -301,9 +312,8 @@ def debian_initrd(tree: Path, guest: Guest, modules: Path) -> list[cpio.Entry]:
     return entries
 
 
-def initrd_modules(tree: Path, dest: Path) -> list[str]:
-    """Inflate the modules a Debian guest's initramfs loads out of its tree into `dest`, with the
-    order file; return their paths relative to dest's parent (what the cache entry seals).
+def kernel_modules(tree: Path) -> Path:
+    """The newest /lib/modules/VERSION of a Debian guest's tree that has a modules.dep.
 
     The tree's links are followed as the guest would follow them (dom0_path), never to the host's
     files: the tree comes from packages of a mirror the profile names."""
@@ -315,7 +325,29 @@ def initrd_modules(tree: Path, dest: Path) -> list[str]:
         raise XenliveError(
             "the Debian guest tree has no /lib/modules/*/modules.dep", hint="is linux-image-amd64 installed?"
         )
-    base = bases[-1]
+    return bases[-1]
+
+
+def kernel_options(tree: Path) -> str:
+    """What xenlive adds to a Debian guest kernel's command line: lsm= with the kernel's built-in
+    list (CONFIG_LSM of its /boot/config-VERSION) less LSM_DROPPED; nothing when the list cannot
+    be read or has no LSM_DROPPED."""
+    version = kernel_modules(tree).name
+    data = kmod.read_regular(dom0_path(tree, None, f"boot/config-{version}"), MAX_MODULE_BYTES)
+    for line in (data or b"").decode(errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        value = value.strip('"')
+        if key == "CONFIG_LSM" and LSM_LIST.fullmatch(value):
+            names = value.split(",")
+            if LSM_DROPPED in names:
+                return "lsm=" + ",".join(n for n in names if n != LSM_DROPPED)
+    return ""
+
+
+def initrd_modules(tree: Path, dest: Path) -> list[str]:
+    """Inflate the modules a Debian guest's initramfs loads out of its tree into `dest`, with the
+    order file; return their paths relative to dest's parent (what the cache entry seals)."""
+    base = kernel_modules(tree)
     dest.mkdir()
     order = kmod.load_order(base, DEBIAN_INITRD_MODULES)
     sealed = [f"{dest.name}/{MODULE_ORDER}"]
@@ -457,7 +489,8 @@ def mkfs_command(guest: Guest, source: Path, image: Path, size_mib: int, key: st
     ]  # fmt: skip
 
 
-def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
+def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> str:
+    """Place a Debian guest's kernel, disk and initramfs; return its KERNEL_OPTIONS."""
     key = debian_key(guest)
 
     def make(tmp: Path) -> list[str]:
@@ -491,9 +524,10 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
         tarball.unlink()
         run(mkfs_command(guest, tree, tmp / "disk.img", size, key), env={"E2FSPROGS_FAKE_TIME": str(ctx.epoch)})
         modules = initrd_modules(tree, tmp / INITRD_MODULES)
+        (tmp / KERNEL_OPTIONS).write_text(kernel_options(tree) + "\n")
         shutil.rmtree(tree)
         shutil.rmtree(overlay)
-        return ["vmlinuz", "disk.img", *modules]
+        return ["vmlinuz", "disk.img", KERNEL_OPTIONS, *modules]
 
     entry, cached = ctx.holds.enter_context(cache.use(ctx.cache_dir, "guest", key, make))
     ctx.cache_hits[f"guest:{guest.name}"] = cached
@@ -502,6 +536,7 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
     for name in ("vmlinuz", "disk.img"):
         _place(entry / name, medium_dir / name)
     cpio.write_gzip(debian_initrd(ctx.require_rootfs(), guest, entry / INITRD_MODULES), medium_dir / "initrd.img")
+    return (entry / KERNEL_OPTIONS).read_text().strip()
 
 
 def extract_boot(tarball: Path, dest: Path) -> tuple[int, int]:

@@ -165,6 +165,7 @@ class FakeDebootstrap:
             with tarfile.open(cmd[-2], "w") as tar:
                 files = {"./boot/vmlinuz-6.1.0-9-amd64": b"guest kernel",
                          "./boot/initrd.img-6.1.0-9-amd64": b"guest initrd", "./etc/hostname": b"deb\n",
+                         "./boot/config-6.1.0-9-amd64": b'CONFIG_LSM_MMAP_MIN_ADDR=0\nCONFIG_LSM="yama,apparmor,bpf"\n',
                          **{f"{GUEST_MODULES}/{rel}": data for rel, data in GUEST_MODULE_FILES.items()}}  # fmt: skip
                 for name, data in files.items():
                     info = tarfile.TarInfo(name)
@@ -244,6 +245,11 @@ def test_build_guests_places_every_kind(kinds: BuildContext, fake_run: FakeDeboo
     auto = sorted(p.name for p in (kinds.top / "etc/xen/auto").iterdir())
     assert auto == ["box-pvh.cfg", "deb.cfg", "tiny.cfg", "win.cfg"]  # img has autostart: false
     assert (kinds.top / "etc/xenlive/guests/deb.ready").read_text() == "600\nXENLIVE-GUEST-NET deb .*ping=ok\n"
+    # the Debian guest's kernel starts its built-in LSMs but bpf; the profile's cmdline comes last
+    assert (
+        'extra = "root=/dev/xvda rw lsm=yama,apparmor console=hvc0"'
+        in (kinds.top / "etc/xen/guests/deb.cfg").read_text()
+    )
     assert not (kinds.top / "etc/xenlive/guests/img.ready").exists()
 
 
@@ -728,6 +734,39 @@ def test_debian_initrd_modules_follow_the_trees_links_inside_it_only(tmp_path: P
     ext4.parent.symlink_to(tmp_path / "outside")
     with pytest.raises(XenliveError, match="has no /usr/lib/modules/6.1.0-9-amd64/kernel/fs/ext4/ext4.ko.xz"):
         guests_module.initrd_modules(tree, tmp_path / "third")
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (b'CONFIG_LSM="landlock,lockdown,yama,apparmor,bpf,ipe"\n', "lsm=landlock,lockdown,yama,apparmor,ipe"),
+        (b'CONFIG_LSM="landlock,yama,apparmor"\n', ""),  # no bpf: the kernel's own choice stays
+        (b"# CONFIG_BPF_LSM is not set\n", ""),  # no list
+        (b'CONFIG_LSM="yama,bpf --init=/bin/sh"\n', ""),  # not a list: nothing of it reaches the command line
+        (b'CONFIG_LSM="yama,bpf" console=ttyS0\n', ""),
+        (None, ""),  # no config file
+    ],
+)
+def test_debian_guest_kernel_options_drop_the_bpf_lsm(tmp_path: Path, config: bytes | None, expected: str) -> None:
+    tree = guest_tree(tmp_path / "tree")
+    if config is not None:
+        (tree / "boot").mkdir()
+        (tree / "boot/config-6.1.0-9-amd64").write_bytes(config)
+    assert guests_module.kernel_options(tree) == expected
+
+
+def test_debian_guest_kernel_options_read_no_host_file(tmp_path: Path) -> None:
+    tree = guest_tree(tmp_path / "tree")
+    host = tmp_path / "host-config"
+    host.write_bytes(b'CONFIG_LSM="yama,bpf"\n')
+    (tree / "boot").mkdir()
+    (tree / "boot/config-6.1.0-9-amd64").symlink_to(host)
+    with pytest.raises(XenliveError, match="is not a regular file"):
+        guests_module.kernel_options(tree)
+    (tree / "boot/config-6.1.0-9-amd64").unlink()
+    (tree / "boot").rmdir()
+    (tree / "boot").symlink_to(tmp_path)  # a directory link resolves inside the tree, where there is no config
+    assert guests_module.kernel_options(tree) == ""
 
 
 @pytest.mark.parametrize("suffix", [".ko", ".ko.xz"])  # bookworm's modules, trixie's
