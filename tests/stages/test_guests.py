@@ -302,6 +302,48 @@ def test_debian_overlay_has_hostname_network_and_proof(kinds: BuildContext) -> N
     )
 
 
+def fake_guest_commands(bin_dir: Path, calls: Path) -> None:
+    """ip, xenstore-read, ping and sleep for the guest's network proof: each logs its call; ip has
+    the address only once the fake wait-online has run (or after one sleep, when polling)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    scripts = {
+        "ip": 'echo "ip $*" >> "$CALLS"; [ -e "$CALLS.up" ] && echo "2: enX0    inet 10.0.2.16/24 brd 10.0.2.255"',
+        "xenstore-read": 'echo "xenstore-read $*" >> "$CALLS"; echo 10.0.2.15',
+        "ping": 'echo "ping $*" >> "$CALLS"',
+        "sleep": 'echo "sleep $*" >> "$CALLS"; touch "$CALLS.up"',
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize("waiter", [True, False])
+def test_debian_guest_network_proof_waits_on_networkd_not_by_polling(
+    kinds: BuildContext, tmp_path: Path, waiter: bool
+) -> None:
+    deb = next(g for g in kinds.profile.guests if g.name == "deb")
+    script, _ = guests_module.debian_overlay(deb)["usr/local/sbin/xenlive-guest-net"]
+    root, calls = tmp_path / "root", tmp_path / "calls"
+    (root / "dev").mkdir(parents=True)
+    fake_guest_commands(tmp_path / "bin", calls)
+    if waiter:
+        wait_online = root / "usr/lib/systemd/systemd-networkd-wait-online"
+        wait_online.parent.mkdir(parents=True)
+        wait_online.write_text('#!/bin/sh\necho "wait-online $*" >> "$CALLS"; touch "$CALLS.up"\n')
+        wait_online.chmod(0o755)
+    (tmp_path / "script").write_text(script)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "XENLIVE_ROOT": str(root), "CALLS": str(calls)}
+    out = subprocess.run(["sh", str(tmp_path / "script")], env=env, capture_output=True, text=True, check=True)
+    line = "XENLIVE-GUEST-NET deb iface=enX0 addr=10.0.2.16/24 dom0=10.0.2.15 ping=ok boots=1"
+    assert out.stdout == line + "\n" and (root / "dev/console").read_text() == line + "\n"
+    logged = calls.read_text().splitlines()
+    if waiter:  # one waiter that networkd wakes, then the address at the first look
+        assert logged[0] == "wait-online --any --ipv4 --timeout=110" and not any(c.startswith("sleep") for c in logged)
+    else:  # no waiter in the image: the proof polls once a second
+        assert logged.count("sleep 1") == 1 and len([c for c in logged if c.startswith("ip ")]) == 2
+    assert (root / "var/lib/xenlive/boots").read_text() == "1\n"
+
+
 def test_changing_one_guest_rebuilds_only_that_guest(kinds: BuildContext, fake_run: FakeDebootstrap,
                                                      tmp_path: Path) -> None:  # fmt: skip
     build_guests(kinds)
