@@ -335,7 +335,7 @@ def test_debian_guest_network_proof_waits_on_networkd_not_by_polling(
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "XENLIVE_ROOT": str(root), "CALLS": str(calls)}
     out = subprocess.run(["sh", str(tmp_path / "script")], env=env, capture_output=True, text=True, check=True)
     line = "XENLIVE-GUEST-NET deb iface=enX0 addr=10.0.2.16/24 dom0=10.0.2.15 ping=ok boots=1"
-    assert out.stdout == line + "\n" and (root / "dev/console").read_text() == line + "\n"
+    assert out.stdout == line + "\n" and (root / "dev/console").read_text() == f"\n{line}\n"
     logged = calls.read_text().splitlines()
     if waiter:  # one waiter that networkd wakes, then the address at the first look
         assert logged[0] == "wait-online --any --ipv4 --timeout=110" and not any(c.startswith("sleep") for c in logged)
