@@ -226,3 +226,11 @@ def test_ready_reports_persistence_and_warns_of_a_full_partition_and_full_saved_
     assert persistence["state"] == "on"
     assert any("nearly full (6 of 256 MiB free)" in w for w in persistence["warnings"]), persistence
     assert any("guest keep has used 91 % of its saved disk writes" in w for w in persistence["warnings"]), persistence
+
+
+def test_ready_says_when_persistence_was_wanted_and_its_unit_did_not_run(tmp_path):
+    dom0 = stick(tmp_path)
+    dom0.command("xl", 'case "$1" in info) echo "xen_version : 4.20.1" ;; esac\n')
+    proc = dom0.run("ready", XENLIVE_READY_WAIT="1", XENLIVE_LOG_PACE="0")
+    persistence = json.loads(proc.stdout.splitlines()[-1].removeprefix("XENLIVE-READY "))["persistence"]
+    assert persistence == {"state": "ram", "reason": "xenlive-persist did not run", "warnings": []}

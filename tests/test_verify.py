@@ -52,7 +52,9 @@ def squashfs(size: int) -> bytes:
     return bytes(data)
 
 
-PAYLOAD = {"boot/xen.gz": b"xen", "live/vmlinuz": b"kernel", "live/10-base.squashfs": squashfs(5000)}
+GUEST_KERNEL = b"the kernel two guests share" * 200  # mastered once, under both names
+PAYLOAD = {"boot/xen.gz": b"xen", "live/vmlinuz": b"kernel", "live/10-base.squashfs": squashfs(5000),
+           "guests/a/vmlinuz": GUEST_KERNEL, "guests/b/vmlinuz": GUEST_KERNEL}  # fmt: skip
 
 
 def _profile(boot: tuple[str, ...]) -> Any:
@@ -281,6 +283,13 @@ def test_tampering_is_caught_and_named(pristine, tmp_path, case):
     verdict = verify_iso(tampered(pristine, mutate, tmp_path))
     assert verdict.problems, f"{case}: not detected"
     assert any(expected in p for p in verdict.problems), verdict.problems
+
+
+def test_a_change_to_data_two_names_share_is_caught_under_both(pristine, tmp_path):
+    layout = layout_of(pristine)
+    assert layout.extents["/guests/a/vmlinuz"] == layout.extents["/guests/b/vmlinuz"]  # one copy of the bytes
+    problems = verify_iso(tampered(pristine, flip_in("/guests/b/vmlinuz", 100), tmp_path)).problems
+    assert problems == [f"/guests/{g}/vmlinuz: sha256 differs from the manifest" for g in "ab"]
 
 
 def test_bytes_missing_or_added_at_the_end_are_one_problem_each(pristine, tmp_path):

@@ -33,6 +33,7 @@ from builder.context import BuildContext
 from builder.errors import XenliveError
 from builder.log import VERBOSE
 from builder.profile import BUILTIN_LOCALES, Profile, User, template_context
+from builder.profile.model import persists
 from builder.run import run
 from builder.templating import render, render_file
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 FIRST_UID = 1000
 UNIT_DIRS = ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system")
+PERSIST_UNIT = "xenlive-persist.service"  # uses the stick's persistence partition (usr/lib/xenlive/persist)
 DOM0_TEMPLATES = Path(str(resources.files("builder").joinpath("templates/dom0")))
 
 
@@ -72,6 +74,9 @@ def customize(ctx: BuildContext) -> None:
     (ctx.top / "etc/xenlive").mkdir(parents=True, exist_ok=True)
     (ctx.top / "etc/xenlive/owners").write_text("".join(f"{line}\n" for line in owners.lines))
     enable_units(ctx.top)
+    if not persists(profile):
+        # Nothing to keep: the unit would only say so, 4 s before xen.service under TCG; ready says it.
+        disable_unit(ctx.top, PERSIST_UNIT)
     mask_units(ctx.top)
     for unit in profile.dom0.services:
         enable_service(unit, ctx.top, base)
@@ -164,6 +169,12 @@ def enable_units(root: Path) -> None:
             link = wants / unit.name
             if not link.is_symlink():
                 link.symlink_to(f"../{unit.name}")
+
+
+def disable_unit(root: Path, name: str) -> None:
+    """Undo enable_units for one of the top layer's units: remove its links from the .wants directories."""
+    for link in (root / "etc/systemd/system").glob(f"*.wants/{name}"):
+        link.unlink()
 
 
 def find_unit(name: str, top: Path | None, base: Path | None) -> tuple[Path, str] | None:

@@ -44,7 +44,7 @@ from builder.context import BuildContext
 from builder.errors import CommandError, XenliveError
 from builder.fsutil import sha256_file
 from builder.guestmem import GuestMemory, guest_minimum
-from builder.introspect import MAX_MODULE_BYTES, compression_of, inflate
+from builder.introspect import MAX_MODULE_BYTES, compression_of, inflate, vmlinux_of
 from builder.log import VERBOSE, step
 from builder.profile import Guest, GuestKind, GuestType, Profile, to_data
 from builder.run import run
@@ -242,6 +242,25 @@ def _place(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
+def place_kernel(ctx: BuildContext, guest: Guest, src: Path, dest: Path) -> None:
+    """A Debian kernel (dom0's, or a Debian guest's own) for a pv guest as the ELF inside it (its
+    bzImage's payload, inflated here), for other types as it is. libxc inflates a bzImage in dom0
+    at every `xl create`: 2.2 of the 3.3 s it took for a Debian kernel under TCG with nothing else
+    running; an hvm guest boots it through QEMU, which wants the bzImage. Kernels with the same
+    bytes inflate once per build, and the medium keeps one copy (stages/iso.py). A kernel the
+    profile names is the user's file, with its own sha256: it goes on the medium as it is."""
+    if guest.type != GuestType.PV:
+        _place(src, dest)
+        return
+    inflated = ctx.workdir / "kernels" / sha256_file(src)
+    if not inflated.exists():
+        inflated.parent.mkdir(exist_ok=True)
+        tmp = inflated.with_suffix(".tmp")
+        tmp.write_bytes(vmlinux_of(src.read_bytes()))
+        tmp.replace(inflated)
+    _place(inflated, dest)
+
+
 # --- busybox --------------------------------------------------------------------------------------
 
 
@@ -254,8 +273,10 @@ def place_busybox(ctx: BuildContext, guest: Guest, medium_dir: Path) -> None:
         cpio.write_gzip(entries, tmp / "initrd.img")
         return ["initrd.img"]
 
-    kernel = ctx.profile.base_dir / guest.kernel if isinstance(guest.kernel, Path) else boot_file(tree, "kernel")
-    _place(kernel, medium_dir / "vmlinuz")
+    if isinstance(guest.kernel, Path):
+        _place(ctx.profile.base_dir / guest.kernel, medium_dir / "vmlinuz")
+    else:
+        place_kernel(ctx, guest, boot_file(tree, "kernel"), medium_dir / "vmlinuz")
     if isinstance(guest.initrd, Path):
         _place(ctx.profile.base_dir / guest.initrd, medium_dir / "initrd.img")
         return
@@ -533,8 +554,8 @@ def place_debian(ctx: BuildContext, guest: Guest, medium_dir: Path) -> str:
     ctx.cache_hits[f"guest:{guest.name}"] = cached
     if cached:
         log.log(VERBOSE, "    reusing cached guest %s (%s)", guest.name, key)
-    for name in ("vmlinuz", "disk.img"):
-        _place(entry / name, medium_dir / name)
+    place_kernel(ctx, guest, entry / "vmlinuz", medium_dir / "vmlinuz")
+    _place(entry / "disk.img", medium_dir / "disk.img")
     cpio.write_gzip(debian_initrd(ctx.require_rootfs(), guest, entry / INITRD_MODULES), medium_dir / "initrd.img")
     return (entry / KERNEL_OPTIONS).read_text().strip()
 

@@ -30,6 +30,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.context import BuildContext
 from builder.errors import IsoError
+from builder.fsutil import sha256_file
 from builder.hybrid import SECTOR, SYSTEM_AREA, SparseImage, finish_hybrid, padding_after_volume
 from builder.log import Meter
 from builder.medium import BOOT_CATALOG, EFI_IMAGE, ISOLINUX_BIN
@@ -213,9 +214,16 @@ def _boot_catalog_path(iso_paths: dict[str, str]) -> str:
 
 
 def add_tree(iso: pycdlib.PyCdlib, root: Path) -> dict[str, str]:
-    """Add every directory and file under `root`; return relative path -> ISO 9660 path."""
+    """Add every directory and file under `root`; return relative path -> ISO 9660 path.
+
+    Files with the same bytes and mode are written once: the later names are hard links to the
+    first one's data (one extent, several directory records), as the guests' kernels are when they
+    come from the same package. Only files whose size another file shares are hashed.
+    """
     names = _IsoNames()
     iso_paths: dict[str, str] = {}
+    same_size = _sizes_shared(root)
+    written: dict[tuple[int, int, str], str] = {}  # (size, mode, sha256) -> the ISO 9660 path with the data
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         here = Path(dirpath)
@@ -230,5 +238,26 @@ def add_tree(iso: pycdlib.PyCdlib, root: Path) -> dict[str, str]:
             rel = path.relative_to(root).as_posix()
             iso_path = names.add(rel, is_dir=False)
             iso_paths[rel] = iso_path
-            iso.add_file(os.fspath(path), iso_path, rr_name=name, joliet_path=f"/{rel}", file_mode=path.stat().st_mode)
+            info = path.stat()
+            content = (info.st_size, info.st_mode, sha256_file(path)) if info.st_size in same_size else None
+            first = written.get(content) if content else None
+            if first is not None:
+                iso.add_hard_link(iso_old_path=first, iso_new_path=iso_path, rr_name=name)
+                iso.add_hard_link(iso_old_path=first, joliet_new_path=f"/{rel}")
+                continue
+            iso.add_file(os.fspath(path), iso_path, rr_name=name, joliet_path=f"/{rel}", file_mode=info.st_mode)
+            if content:
+                written[content] = iso_path
     return iso_paths
+
+
+def _sizes_shared(root: Path) -> set[int]:
+    """The sizes (above zero) that more than one file under `root` has."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            size = (Path(dirpath) / name).stat().st_size
+            if size:
+                (shared if size in seen else seen).add(size)
+    return shared

@@ -334,3 +334,26 @@ def test_settings_files_of_shipped_profiles_golden(tmp_path, monkeypatch, golden
 def test_settings_files_per_network_shape_golden(tmp_path, monkeypatch, write_profile, golden, shape):
     path = write_profile(f"name: shape\ndom0:\n{NETWORK_SHAPES[shape]}")
     golden(f"dom0-settings/{shape}.txt", settings_files(tmp_path, path, monkeypatch))
+
+
+def test_persistence_unit_runs_only_for_a_profile_that_keeps_something(tmp_path, write_profile):
+    """Without anything to keep it would only say so, ahead of xen.service; ready says it instead."""
+    plain = make_ctx(tmp_path / "plain")
+    customize(plain)
+    units = plain.top / "etc/systemd/system"
+    assert (units / "xenlive-persist.service").is_file()
+    assert not list(units.glob("*.wants/xenlive-persist.service"))
+    keeper = make_ctx(tmp_path / "keeper", write_profile("name: keeper\ndom0:\n  persist: [/root]\n"))
+    customize(keeper)
+    assert (keeper.top / "etc/systemd/system/sysinit.target.wants/xenlive-persist.service").is_symlink()
+
+
+def test_keymap_loads_beside_the_file_systems_and_before_logins(ctx):
+    """console-setup's own unit holds local-fs-pre.target (and so Xen and the guests) for loadkeys."""
+    customize(ctx)
+    units = ctx.top / "etc/systemd/system"
+    unit = [line for line in (units / "keyboard-setup.service").read_text().splitlines() if not line.startswith("#")]
+    assert "ExecStart=/lib/console-setup/keyboard-setup.sh" in unit
+    assert not any("local-fs" in line for line in unit)
+    assert "Before=systemd-user-sessions.service getty-pre.target shutdown.target" in unit
+    assert (units / "sysinit.target.wants/keyboard-setup.service").is_symlink()

@@ -42,7 +42,9 @@ REPO = Path(__file__).resolve().parents[2]
 DISK = b"\x00" * 4096
 ISO = b"CD001" * 100
 KERNEL = b"vmlinuz of the image guest"
-DOM0_KERNEL = bzimage(elf_kernel(xen_kernel_notes(), LINUX_LOADS))  # laid out as bookworm's kernel is
+DOM0_ELF = elf_kernel(xen_kernel_notes(), LINUX_LOADS)  # laid out as bookworm's kernel is
+DOM0_KERNEL = bzimage(DOM0_ELF)
+GUEST_ELF = elf_kernel(xen_kernel_notes(), LINUX_LOADS, ikconfig="CONFIG_XEN=y\n")  # the Debian guest's own
 
 
 def sha(data: bytes) -> str:
@@ -163,7 +165,7 @@ class FakeDebootstrap:
         self.commands.append(cmd)
         if cmd[0] == "mmdebstrap":
             with tarfile.open(cmd[-2], "w") as tar:
-                files = {"./boot/vmlinuz-6.1.0-9-amd64": b"guest kernel",
+                files = {"./boot/vmlinuz-6.1.0-9-amd64": bzimage(GUEST_ELF),
                          "./boot/initrd.img-6.1.0-9-amd64": b"guest initrd", "./etc/hostname": b"deb\n",
                          "./boot/config-6.1.0-9-amd64": b'CONFIG_LSM_MMAP_MIN_ADDR=0\nCONFIG_LSM="yama,apparmor,bpf"\n',
                          **{f"{GUEST_MODULES}/{rel}": data for rel, data in GUEST_MODULE_FILES.items()}}  # fmt: skip
@@ -227,10 +229,12 @@ def test_mac_addresses_are_stable_and_distinct(kinds: BuildContext) -> None:
 def test_build_guests_places_every_kind(kinds: BuildContext, fake_run: FakeDebootstrap) -> None:
     build_guests(kinds)
     medium = kinds.staging / "guests"
-    assert (medium / "tiny/vmlinuz").read_bytes() == DOM0_KERNEL
+    # pv guests get the ELF inside Debian's bzImage (inflated at build time, not at each xl create)
+    assert (medium / "tiny/vmlinuz").read_bytes() == DOM0_ELF
+    assert (medium / "box-pvh/vmlinuz").read_bytes() == DOM0_KERNEL  # other types keep the bzImage
     assert b"XENLIVE-GUEST-READY tiny" in gzip.decompress((medium / "tiny/initrd.img").read_bytes())
     assert b"echo box" in gzip.decompress((medium / "box-pvh/initrd.img").read_bytes())
-    assert (medium / "deb/vmlinuz").read_bytes() == b"guest kernel"
+    assert (medium / "deb/vmlinuz").read_bytes() == GUEST_ELF
     # the Debian guest's initramfs is xenlive's: busybox, its /init and the modules that reach its root
     deb = {e.path: e for e in read_cpio(gzip.decompress((medium / "deb/initrd.img").read_bytes()))}
     assert deb["bin/busybox"].data == b"\x7fELF busybox" and b"switch_root" in deb["init"].data
@@ -707,7 +711,7 @@ def guest_stage_files(ctx: BuildContext) -> str:
 def shipped_ctx(tmp_path: Path, spec: Path) -> BuildContext:
     tree = tmp_path / "tree"
     (tree / "boot").mkdir(parents=True)
-    (tree / "boot/vmlinuz-6.1.0-1-amd64").write_bytes(b"kernel")
+    (tree / "boot/vmlinuz-6.1.0-1-amd64").write_bytes(DOM0_KERNEL)
     (tree / "bin").mkdir()
     (tree / "bin/busybox").write_bytes(b"\x7fELF busybox")
     c = BuildContext(profile=load_profile(spec), output=tmp_path / "o.iso", workdir=tmp_path / "w",

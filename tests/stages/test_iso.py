@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import struct
@@ -136,6 +137,35 @@ def test_disk_full_while_mastering_leaves_nothing(small_medium, tmp_path):
         assert list(full.iterdir()) == []
     finally:
         subprocess.run(["umount", str(full)], check=True)
+
+
+@needs_tools
+def test_files_with_the_same_bytes_and_mode_are_written_once(small_medium):
+    ctx = small_medium
+    kernel = b"a guest kernel" * 1000
+    files = {"guests/a/vmlinuz": (kernel, 0o644), "guests/b/vmlinuz": (kernel, 0o644),
+             "guests/c/vmlinuz": (kernel, 0o755),  # the same bytes, another mode
+             "guests/d/vmlinuz": (kernel[:-1] + b"!", 0o644)}  # the same size, other bytes  # fmt: skip
+    for rel, (data, mode) in files.items():
+        (ctx.staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ctx.staging / rel).write_bytes(data)
+        (ctx.staging / rel).chmod(mode)
+    install_bootloaders(ctx)
+    ctx.output.parent.mkdir()
+    master_iso(ctx)
+    iso = pycdlib.PyCdlib()
+    iso.open(str(ctx.output))
+    extent = {rel: iso.get_record(rr_path=f"/{rel}").extent_location() for rel in files}
+    assert extent["guests/a/vmlinuz"] == extent["guests/b/vmlinuz"]
+    assert len({extent["guests/a/vmlinuz"], extent["guests/c/vmlinuz"], extent["guests/d/vmlinuz"]}) == 3
+    assert iso.get_record(joliet_path="/guests/b/vmlinuz").extent_location() == extent["guests/a/vmlinuz"]
+    for rel, (data, mode) in files.items():
+        assert iso.get_record(rr_path=f"/{rel}").rock_ridge.get_file_mode() & 0o7777 == mode
+        for kind in ("rr_path", "joliet_path"):
+            out = io.BytesIO()
+            iso.get_file_from_iso_fp(out, **{kind: f"/{rel}"})
+            assert out.getvalue() == data, (rel, kind)
+    iso.close()
 
 
 def _with_boot(ctx: BuildContext, *boot: Firmware) -> BuildContext:

@@ -139,6 +139,17 @@ build_id() {
     done
 }
 
+# Whether the profile keeps anything on a stick: dom0.persist's directories or a guest with
+# persist: true. (The build enables xenlive-persist.service only then: model.persists.)
+persistence_wanted() {
+    [ -n "$PERSIST_PATHS" ] && return 0
+    while read_guest; do
+        [ "$persist" = yes ] && return 0
+    done < "$GUESTS_TSV"
+    return 1
+}
+NOTHING_KEPT="the profile keeps nothing on a stick"
+
 # Whether the stick's persistence partition is mounted read-write at $PERSIST_DIR for this boot.
 persistence_on() {
     [ "$(sed -n 1p "$PERSIST_STATE" 2>/dev/null)" = on ]
