@@ -2,7 +2,7 @@
 """xenlive benchmarks: run by hand (not in CI), print JSON with medians of several runs.
 
     python bench/bench.py build [--runs N] [--cold]   build times, rebuilds, mastering vs xorriso, memory
-    python bench/bench.py boot  [--runs N] [--firmware F] [--media M] [ISO]
+    python bench/bench.py boot  [--runs N] [--firmware F] [--media M] [--vs OTHER.iso] [ISO]
                                                      boot-to-READY per stage under QEMU
     python bench/bench.py packages [--runs N]         rebuild after adding a second dom0 package
     python bench/bench.py cold [--runs N] [--vs live-build]
@@ -40,7 +40,8 @@ from builder.stages.boot import install_bootloaders  # noqa: E402
 from builder.stages.customize import customize  # noqa: E402
 from builder.stages.guests import build_guests  # noqa: E402
 from builder.stages.iso import master_iso  # noqa: E402
-from builder.stages.rootfs import build_rootfs, dom0_packages, rootfs_key  # noqa: E402
+from builder.packages import dom0_packages  # noqa: E402
+from builder.stages.rootfs import build_rootfs, rootfs_key  # noqa: E402
 from builder.stages.squash import squash  # noqa: E402
 from builder.stages.xen import install_xen  # noqa: E402
 
@@ -196,24 +197,36 @@ def bench_cold(runs: int, versus: Sequence[str]) -> dict[str, object]:
             "xenlive_vs": {t: round(medians["xenlive"] / medians[t], 2) for t in tools[1:]}}  # fmt: skip
 
 
-def bench_boot(runs: int, iso: Path | None, firmware: str = "bios", media: str = "cdrom") -> dict[str, object]:
+def bench_boot(runs: int, iso: Path | None, firmware: str = "bios", media: str = "cdrom",
+               vs: Path | None = None) -> dict[str, object]:  # fmt: skip
+    """Boot `iso` `runs` times; with `vs`, boot that ISO in turns with it (new, old, new, old...),
+    so that both see the same moments of a noisy machine, and report both."""
     if iso is None:
         iso = Path(tempfile.mkdtemp(prefix="xenlive-bench-")) / "default.iso"
         build(load_profile(None), iso, cache_root())
     opts = qemu.BootOptions(firmware=Firmware(firmware), media=qemu.MediaKind(media))
-    per_stage: dict[str, list[float]] = {}
-    retried = []
+    isos = [iso] if vs is None else [iso, vs]
+    per_stage: dict[Path, dict[str, list[float]]] = {i: {} for i in isos}
+    retried: dict[Path, list[str]] = {i: [] for i in isos}
     for _ in range(runs):
-        result = boottest.boot(iso, opts, 900)  # an emulator flake's boot is made again, not counted
-        if not result.passed:
-            return {"error": result.reason, "stage": result.stage}
-        if result.retried:
-            retried.append(result.retried)
-        for stage, seconds in result.stages.items():
-            per_stage.setdefault(stage, []).append(seconds)
-    return {"runs": runs, "firmware": firmware, "media": media, "accel": result.accel,
-            "median_s_per_stage": {k: median(v) for k, v in per_stage.items()},
-            "all_ready_s": per_stage.get("ready"), "boots_made_again": retried}  # fmt: skip
+        for each in isos:
+            result = boottest.boot(each, opts, 900)  # an emulator flake's boot is made again, not counted
+            if not result.passed:
+                return {"error": result.reason, "stage": result.stage, "iso": str(each)}
+            if result.retried:
+                retried[each].append(result.retried)
+            for stage, seconds in result.stages.items():
+                per_stage[each].setdefault(stage, []).append(seconds)
+
+    def figures(each: Path) -> dict[str, object]:
+        stages = per_stage[each]
+        return {"median_s_per_stage": {k: median(v) for k, v in stages.items()},
+                "all_ready_s": stages.get("ready"), "boots_made_again": retried[each]}  # fmt: skip
+
+    out: dict[str, object] = {"runs": runs, "firmware": firmware, "media": media, "accel": result.accel}
+    if vs is None:
+        return {**out, **figures(iso)}
+    return {**out, "iso": {"path": str(iso), **figures(iso)}, "vs": {"path": str(vs), **figures(vs)}}
 
 
 def main() -> None:
@@ -226,6 +239,7 @@ def main() -> None:
     t.add_argument("--runs", type=int, default=3)
     t.add_argument("--firmware", choices=[f.value for f in Firmware], default="bios")
     t.add_argument("--media", choices=[m.value for m in qemu.MediaKind], default="cdrom")
+    t.add_argument("--vs", type=Path, help="another ISO, booted in turns with ISO (to compare two builds)")
     t.add_argument("iso", nargs="?", type=Path)
     p = sub.add_parser("packages")
     p.add_argument("--runs", type=int, default=3)
@@ -249,7 +263,7 @@ def main() -> None:
     elif args.what == "cold":
         result = bench_cold(args.runs, args.vs)
     else:
-        result = bench_boot(args.runs, args.iso, args.firmware, args.media)
+        result = bench_boot(args.runs, args.iso, args.firmware, args.media, args.vs)
     print(json.dumps({"benchmark": args.what, **result}, indent=2))
 
 
