@@ -34,13 +34,13 @@ import references  # noqa: E402  (bench/references.py, beside this file)
 
 from builder import boottest, cache, qemu  # noqa: E402
 from builder.context import BuildContext, cache_root  # noqa: E402
+from builder.packages import dom0_packages  # noqa: E402
 from builder.pipeline import build, write_manifest  # noqa: E402
 from builder.profile import Firmware, load_profile  # noqa: E402
 from builder.stages.boot import install_bootloaders  # noqa: E402
 from builder.stages.customize import customize  # noqa: E402
 from builder.stages.guests import build_guests  # noqa: E402
 from builder.stages.iso import master_iso  # noqa: E402
-from builder.packages import dom0_packages  # noqa: E402
 from builder.stages.rootfs import build_rootfs, rootfs_key  # noqa: E402
 from builder.stages.squash import squash  # noqa: E402
 from builder.stages.xen import install_xen  # noqa: E402
