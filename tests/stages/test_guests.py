@@ -7,6 +7,7 @@ The edges faked here are `run` (mmdebstrap and mkfs.ext4) and, for the dom0 scri
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -304,6 +305,16 @@ def test_debian_overlay_has_hostname_network_and_proof(kinds: BuildContext) -> N
         "xenstore-read xenlive/dom0" in script
         and "@DOM0_ADDRESS@" not in xl_config(kinds.profile, deb).split("\n", 2)[2]
     )
+
+
+@pytest.mark.parametrize(("persist", "storage"), [(False, ["Storage=volatile"]), (True, [])])
+def test_debian_guest_journal_stays_in_ram_unless_its_writes_persist(
+    kinds: BuildContext, persist: bool, storage: list[str]
+) -> None:
+    deb = dataclasses.replace(next(g for g in kinds.profile.guests if g.name == "deb"), persist=persist)
+    text, _ = guests_module.debian_overlay(deb)["etc/systemd/journald.conf.d/xenlive.conf"]
+    settings = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert settings == ["[Journal]", *storage]
 
 
 def fake_guest_commands(bin_dir: Path, calls: Path) -> None:
