@@ -39,6 +39,7 @@ from builder.profile.model import Firmware
 log = logging.getLogger(__name__)
 
 PLATFORM_UEFI = 0xEF  # El Torito platform id of an EFI boot image
+BOOT_IMAGES = (ISOLINUX_BIN, EFI_IMAGE)  # El Torito's own: never shared with another name
 
 
 class _IsoNames:
@@ -239,7 +240,8 @@ def add_tree(iso: pycdlib.PyCdlib, root: Path) -> dict[str, str]:
             iso_path = names.add(rel, is_dir=False)
             iso_paths[rel] = iso_path
             info = path.stat()
-            content = (info.st_size, info.st_mode, sha256_file(path)) if info.st_size in same_size else None
+            shareable = info.st_size in same_size and rel not in BOOT_IMAGES  # El Torito patches isolinux.bin
+            content = (info.st_size, info.st_mode, sha256_file(path)) if shareable else None
             first = written.get(content) if content else None
             if first is not None:
                 iso.add_hard_link(iso_old_path=first, iso_new_path=iso_path, rr_name=name)
